@@ -1,0 +1,26 @@
+"""kbnn: binary neural networks on Keras 3.
+
+>>> import kbnn
+>>> model = keras.Sequential([
+...     keras.Input((784,)),
+...     kbnn.layers.QuantDense(128, kernel_quantizer="ste_sign",
+...                            kernel_constraint="weight_clip"),
+... ])
+>>> kbnn.summary(model).total_memory_bytes
+"""
+
+import keras as _keras
+
+if _keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        f"kbnn needs the TensorFlow backend of Keras (its quantizers use "
+        f"tf.custom_gradient), but KERAS_BACKEND is {_keras.backend.backend()!r}. "
+        f"Set KERAS_BACKEND=tensorflow before importing keras."
+    )
+
+from kbnn import constraints, layers, quantizers  # noqa: E402
+from kbnn.summary import ModelSummary, summary  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["constraints", "layers", "quantizers", "summary", "ModelSummary"]

@@ -1,0 +1,41 @@
+"""Weight constraints for binary networks.
+
+>>> import kbnn
+>>> layer = kbnn.layers.QuantDense(8, kernel_quantizer="ste_sign",
+...                                kernel_constraint="weight_clip")
+>>> kbnn.constraints.WeightClip(0.5)(np.array([-2.0, 0.2, 3.0])).numpy()
+array([-0.5,  0.2,  0.5])
+"""
+
+import keras
+
+__all__ = ["WeightClip", "get"]
+
+
+@keras.saving.register_keras_serializable(package="kbnn")
+class WeightClip(keras.constraints.Constraint):
+    """Clips weights to [-clip_value, clip_value] after each update.
+
+    Keeps the latent real weights of a binary kernel where the
+    straight-through gradient still reaches them (BinaryNet).
+    """
+
+    def __init__(self, clip_value=1.0):
+        self.clip_value = clip_value
+
+    def __call__(self, w):
+        return keras.ops.clip(w, -self.clip_value, self.clip_value)
+
+    def get_config(self):
+        return {"clip_value": self.clip_value}
+
+
+def get(identifier):
+    """The constraint for `identifier`: "weight_clip", or anything Keras accepts.
+
+    >>> kbnn.constraints.get("weight_clip").clip_value
+    1.0
+    """
+    if identifier in ("weight_clip", "WeightClip"):
+        return WeightClip()
+    return keras.constraints.get(identifier)

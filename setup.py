@@ -1,0 +1,25 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="kbnn",
+    version="0.1.0",
+    description="Binary neural networks on Keras 3: Larq-style quantized layers, "
+    "a Fashion-MNIST model zoo, and a bit-packed TFLite exporter for stock LiteRT.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["kbnn", "kbnn.*"]),
+    package_data={"kbnn": ["py.typed"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16",  # Keras 3; with numpy 2 this resolves to TF >= 2.18
+        "keras>=3.0",
+        "numpy>=2.0",
+        "tensorflow-datasets",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest", "ai-edge-litert"],
+        "export": ["ai-edge-litert"],
+    },
+    license="Apache-2.0",
+)

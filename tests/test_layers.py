@@ -1,0 +1,138 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kbnn
+from kbnn.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D
+
+rng = np.random.default_rng(0)
+
+
+def sign(x):
+    return np.where(x >= 0, 1.0, -1.0).astype("float32")
+
+
+def test_quant_dense_is_sign_x_times_sign_w():
+    x = rng.normal(size=(5, 7)).astype("float32")
+    x[0, :3] = 0.0  # exact zeros binarize to +1
+    layer = QuantDense(4, input_quantizer="ste_sign", kernel_quantizer="ste_sign")
+    y = layer(x).numpy()
+    w, b = (v.numpy() for v in layer.weights)
+    np.testing.assert_array_equal(y, sign(x) @ sign(w) + b)
+
+
+def conv2d_reference(x, w, stride=1):
+    """'valid' NHWC convolution by loops, float64."""
+    n, h, wd, c = x.shape
+    kh, kw, _, f = w.shape
+    oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    out = np.zeros((n, oh, ow, f))
+    for i in range(oh):
+        for j in range(ow):
+            patch = x[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+            out[:, i, j, :] = np.tensordot(patch, w, axes=([1, 2, 3], [0, 1, 2]))
+    return out
+
+
+def test_quant_conv2d_is_sign_conv():
+    x = rng.normal(size=(2, 7, 6, 3)).astype("float32")
+    layer = QuantConv2D(4, (3, 2), strides=2, input_quantizer="ste_sign",
+                        kernel_quantizer="ste_sign", use_bias=False)
+    y = layer(x).numpy()
+    expected = conv2d_reference(sign(x), sign(layer.kernel.numpy()), stride=2)
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_quant_depthwise_is_sign_depthwise_conv():
+    x = rng.normal(size=(2, 5, 5, 3)).astype("float32")
+    layer = QuantDepthwiseConv2D(3, depth_multiplier=2, input_quantizer="ste_sign",
+                                 depthwise_quantizer="ste_sign")
+    y = layer(x).numpy()
+    k = sign(layer.kernel.numpy())  # (3, 3, 3 channels, 2 multiplier)
+    expected = np.stack(
+        [conv2d_reference(sign(x[..., c:c + 1]), k[:, :, c:c + 1, m:m + 1])[..., 0]
+         for c in range(3) for m in range(2)], axis=-1)
+    np.testing.assert_array_equal(y, expected + layer.bias.numpy())
+
+
+@pytest.mark.parametrize("make", [
+    lambda: (QuantDense(6, activation="relu"), keras.layers.Dense(6, activation="relu"),
+             (3, 4, 5)),
+    lambda: (QuantConv2D(4, 3, padding="same", strides=2), keras.layers.Conv2D(
+        4, 3, padding="same", strides=2), (2, 9, 9, 3)),
+    lambda: (QuantDepthwiseConv2D(3, depth_multiplier=2),
+             keras.layers.DepthwiseConv2D(3, depth_multiplier=2), (2, 6, 6, 3)),
+])
+def test_without_quantizers_equals_keras_parent(make):
+    quant, plain, shape = make()
+    x = rng.normal(size=shape).astype("float32")
+    quant.build(shape)
+    plain.build(shape)
+    plain.set_weights(quant.get_weights())
+    np.testing.assert_array_equal(quant(x), plain(x))
+    parent_config = plain.get_config()
+    config = quant.get_config()
+    for key in parent_config:
+        if key != "name":
+            assert config[key] == parent_config[key], key
+
+
+def test_get_config_is_complete_and_round_trips():
+    layer = QuantDense(
+        3, input_quantizer=kbnn.quantizers.SteSign(clip_value=0.5),
+        kernel_quantizer="magnitude_aware_sign", kernel_constraint="weight_clip",
+        use_bias=False, activation="tanh")
+    clone = QuantDense.from_config(layer.get_config())
+    assert clone.input_quantizer.clip_value == 0.5
+    assert isinstance(clone.kernel_quantizer, kbnn.quantizers.MagnitudeAwareSign)
+    assert isinstance(clone.kernel_constraint, kbnn.constraints.WeightClip)
+    assert clone.get_config()["activation"] == "tanh"
+    depthwise = QuantDepthwiseConv2D(3, depthwise_quantizer="ste_sign",
+                                     depthwise_constraint="weight_clip")
+    config = depthwise.get_config()
+    assert config["depthwise_quantizer"]["class_name"] == "SteSign"
+    assert "kernel_quantizer" not in config
+    assert isinstance(QuantDepthwiseConv2D.from_config(config).depthwise_constraint,
+                      kbnn.constraints.WeightClip)
+
+
+def test_stochastic_input_quantizer_follows_training_flag():
+    layer = QuantDense(8, input_quantizer=kbnn.quantizers.StochasticSign(seed=1),
+                       kernel_quantizer="ste_sign")
+    x = np.full((64, 16), 0.1, "float32")  # P(+1) = 0.55
+    deterministic = layer(x, training=False).numpy()
+    np.testing.assert_array_equal(deterministic, layer(x).numpy())
+    np.testing.assert_array_equal(
+        deterministic, sign(x) @ sign(layer.kernel.numpy()) + layer.bias.numpy())
+    assert not np.array_equal(layer(x, training=True).numpy(), deterministic)
+
+
+def every_layer_model():
+    inputs = keras.Input((10, 10, 2))
+    x = QuantConv2D(6, 3, kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
+                    use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = QuantDepthwiseConv2D(3, input_quantizer="approx_sign",
+                             depthwise_quantizer="magnitude_aware_sign", padding="same")(x)
+    x = QuantConv2D(4, 2, input_quantizer=kbnn.quantizers.SwishSign(beta=2.0),
+                    kernel_quantizer="ste_heaviside")(x)
+    x = keras.layers.Flatten()(x)
+    x = QuantDense(12, input_quantizer=kbnn.quantizers.StochasticSign(seed=5),
+                   kernel_quantizer="stochastic_sign")(x)
+    x = keras.layers.BatchNormalization()(x)
+    outputs = QuantDense(3, input_quantizer="ste_sign", kernel_quantizer="ste_sign")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_keras_file_round_trip(tmp_path):
+    model = every_layer_model()
+    model.compile("adam", "mse")
+    x = rng.normal(size=(16, 10, 10, 2)).astype("float32")
+    model.fit(x, rng.normal(size=(16, 3)), epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)  # safe_mode=True by default
+    np.testing.assert_array_equal(restored.predict(x, verbose=0),
+                                  model.predict(x, verbose=0))
+    assert [type(l) for l in restored.layers] == [type(l) for l in model.layers]

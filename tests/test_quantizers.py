@@ -1,0 +1,136 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kbnn import quantizers as q
+
+POINTS = np.array([-2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 1.5], "float32")
+
+
+def value_and_grad(fn, x, dy=None):
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fn(x)
+    dy = tf.ones_like(y) if dy is None else tf.constant(dy)
+    return y.numpy(), tape.gradient(y, x, output_gradients=dy).numpy()
+
+
+def test_sign_of_zero_is_plus_one():
+    np.testing.assert_array_equal(q.sign(POINTS), [-1, -1, -1, 1, 1, 1, 1, 1])
+
+
+@pytest.mark.parametrize("fn", [q.ste_sign, q.approx_sign, q.swish_sign])
+def test_sign_family_forward(fn):
+    y, _ = value_and_grad(fn, POINTS)
+    np.testing.assert_array_equal(y, [-1, -1, -1, 1, 1, 1, 1, 1])
+    assert y.dtype == np.float32
+
+
+def test_ste_sign_gradient_inside_on_and_outside_the_clip():
+    dy = np.arange(1, 9, dtype="float32")
+    _, g = value_and_grad(q.ste_sign, POINTS, dy)
+    # |x| <= 1 passes dy (1.0 and -1.0 included), |x| > 1 gives 0.
+    np.testing.assert_array_equal(g, [0, 2, 3, 4, 5, 6, 7, 0])
+    _, g = value_and_grad(lambda x: q.ste_sign(x, clip_value=0.5), POINTS, dy)
+    np.testing.assert_array_equal(g, [0, 0, 3, 4, 5, 6, 0, 0])
+    _, g = value_and_grad(lambda x: q.ste_sign(x, clip_value=None), POINTS, dy)
+    np.testing.assert_array_equal(g, dy)
+
+
+def test_approx_sign_gradient():
+    _, g = value_and_grad(q.approx_sign, POINTS)
+    expected = np.where(np.abs(POINTS) <= 1, 2 - 2 * np.abs(POINTS), 0)
+    np.testing.assert_allclose(g, expected, rtol=1e-6)
+    assert g[2] == 1.0 and g[4] == 2.0 and g[1] == 0.0
+
+
+def test_swish_sign_gradient():
+    beta = 3.0
+    _, g = value_and_grad(lambda x: q.swish_sign(x, beta=beta), POINTS)
+    bx = beta * POINTS.astype("float64")
+    expected = beta * (2 - bx * np.tanh(bx / 2)) / (1 + np.cosh(bx))
+    np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-7)
+    assert g[4] == pytest.approx(beta)  # peak at 0
+
+
+def test_ste_heaviside():
+    y, g = value_and_grad(q.ste_heaviside, POINTS)
+    np.testing.assert_array_equal(y, [0, 0, 0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(g, [0, 1, 1, 1, 1, 1, 1, 0])
+
+
+def test_magnitude_aware_sign_scales_per_output_channel():
+    w = np.array([[1.0, -2.0, 0.0], [-3.0, 0.5, 0.0]], "float32")
+    y, g = value_and_grad(q.magnitude_aware_sign, w)
+    np.testing.assert_allclose(y, [[2.0, -1.25, 0.0], [-2.0, 1.25, 0.0]])
+    # The scale is not differentiated: gradient = scale * STE mask.
+    np.testing.assert_allclose(g, [[2.0, 0.0, 0.0], [0.0, 1.25, 0.0]])
+
+
+@pytest.mark.parametrize("x", [-1.5, -0.6, 0.0, 0.3, 0.9, 2.0])
+def test_stochastic_sign_probability_is_hard_sigmoid(x):
+    n = 200_000
+    y = q.stochastic_sign(tf.fill([n], x), seed=keras.random.SeedGenerator(7)).numpy()
+    assert set(np.unique(y)) <= {-1.0, 1.0}
+    expected = min(max((x + 1) / 2, 0.0), 1.0)
+    assert abs((y == 1).mean() - expected) < 0.01
+
+
+def test_stochastic_sign_gradient_is_straight_through():
+    seed = keras.random.SeedGenerator(0)
+    _, g = value_and_grad(lambda x: q.stochastic_sign(x, seed), POINTS)
+    np.testing.assert_array_equal(g, [0, 1, 1, 1, 1, 1, 1, 0])
+
+
+def test_stochastic_sign_quantizer_seeded_and_deterministic_at_inference():
+    x = tf.random.stateless_uniform([1000], seed=[1, 2], minval=-1, maxval=1)
+    a, b, c = (q.StochasticSign(seed=s) for s in (3, 3, 4))
+    first = [a(x, training=True).numpy() for _ in range(2)]
+    second = [b(x, training=True).numpy() for _ in range(2)]
+    np.testing.assert_array_equal(first, second)      # same seed, same draws
+    assert (first[0] != first[1]).any()               # fresh draws each call
+    assert (c(x, training=True).numpy() != first[0]).any()
+    for training in (False, None):
+        np.testing.assert_array_equal(a(x, training=training), q.sign(x))
+
+
+def test_get_by_name_object_function_dict_and_none():
+    assert isinstance(q.get("ste_sign"), q.SteSign)
+    assert isinstance(q.get("SwishSign"), q.SwishSign)
+    assert isinstance(q.get(q.approx_sign), q.ApproxSign)
+    obj = q.SteSign(clip_value=0.25)
+    assert q.get(obj) is obj
+    restored = q.get(q.serialize(q.StochasticSign(clip_value=0.5, seed=9)))
+    assert isinstance(restored, q.StochasticSign)
+    assert (restored.clip_value, restored.seed) == (0.5, 9)
+    assert q.get(None) is None
+    custom = lambda x: x  # noqa: E731
+    assert q.get(custom) is custom
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match="Unknown quantizer 'ste_sing'; known: ste_sign, "
+                       "stochastic_sign, approx_sign, swish_sign, magnitude_aware_sign, "
+                       "ste_heaviside"):
+        q.get("ste_sing")
+
+
+def test_is_binary_and_levels():
+    for name in ("ste_sign", "stochastic_sign", "approx_sign", "swish_sign",
+                 "magnitude_aware_sign", "ste_heaviside"):
+        assert q.is_binary(q.get(name)), name
+    assert not q.is_binary(None)
+    assert not q.is_binary(lambda x: x)
+    kernel = np.array([[1.0, -4.0], [-3.0, 0.0]], "float32")
+    for name, low, high in [("ste_sign", [-1, -1], [1, 1]),
+                            ("ste_heaviside", [0, 0], [1, 1]),
+                            ("magnitude_aware_sign", [-2, -2], [2, 2])]:
+        quantizer = q.get(name)
+        lo, hi = (np.asarray(v) for v in quantizer.levels(kernel))
+        np.testing.assert_allclose(lo, low)
+        np.testing.assert_allclose(hi, high)
+        # Every quantized weight is one of its channel's two levels.
+        qk = quantizer(kernel).numpy()
+        assert np.all((qk == lo) | (qk == hi))
