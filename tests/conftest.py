@@ -25,3 +25,13 @@ def fashion_mnist_dir():
     if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"Fashion-MNIST not found at {FASHION_MNIST}")
     return FASHION_MNIST
+
+
+@pytest.fixture
+def tiny_fashion_mnist(tmp_path):
+    """A directory of tiny, learnable Fashion-MNIST-format IDX files."""
+    from fakes import write_fashion_mnist
+
+    directory = tmp_path / "fashion_mnist"
+    directory.mkdir()
+    return write_fashion_mnist(directory)

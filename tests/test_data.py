@@ -9,15 +9,9 @@ import pytest
 from kbnn import data
 from kbnn.data import CLASS_NAMES, IDXFormatError, load_fashion_mnist, read_idx
 
+from fakes import idx_bytes
+
 N_TRAIN, N_TEST = 30, 12
-
-
-def idx_bytes(array, type_code=0x08):
-    """Encode `array` as an IDX file (header + big-endian payload)."""
-    dtype = {0x08: ">u1", 0x0D: ">f4"}[type_code]
-    header = struct.pack(">BBBB", 0, 0, type_code, array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    return header + np.asarray(array, dtype).tobytes()
 
 
 def write(path, payload, compress=True):

@@ -1,0 +1,274 @@
+"""`python -m kbnn.train`: train a zoo model on Fashion-MNIST and save it with its metrics.
+
+    python -m kbnn.train bnn_mlp --hidden 1024 --binarization deterministic \\
+        --epochs 30 --data-dir ../shared/data/fashion_mnist --out saved_models/bnn_mlp_1024_det
+
+writes NAME.keras (the model), NAME.json (configuration, test accuracy, per-epoch
+loss / accuracy / validation accuracy / seconds, peak memory) and NAME.png (learning
+curves). The last `--validation-size` training images are held out; the epoch with
+the best validation accuracy is kept (model selection never sees the test split),
+and the test split is scored once, at the end.
+
+The same from Python: `kbnn.train.train_and_save(...)`; `fit_model(...)` runs the
+training loop alone.
+"""
+
+import argparse
+import inspect
+import json
+import pathlib
+import platform
+import resource
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import kbnn
+from kbnn import zoo
+from kbnn.data import load_fashion_mnist
+
+__all__ = ["fit_model", "train_and_save", "main"]
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records the wall-clock seconds of each epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the best validation accuracy."""
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self.weights = -1.0, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs["val_accuracy"] > self.best:
+            self.best, self.best_epoch = logs["val_accuracy"], epoch + 1
+            self.weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        self.model.set_weights(self.weights)
+
+
+def peak_memory_mb():
+    """The process's resident-set high-water mark in MiB (Linux: ru_maxrss is KiB)."""
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _strategy(distribute):
+    if distribute is None:
+        return tf.distribute.get_strategy()
+    if distribute == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if distribute == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"distribute={distribute!r}: use None, 'mirrored' or 'multi_worker'.")
+
+
+def augment(dataset, flip=True, shift=0, seed=None):
+    """Random horizontal flips and shifts of up to `shift` pixels, per image.
+
+    Applied to the training batches only; the model itself stays free of
+    preprocessing layers, so exports and released models see plain images.
+    """
+
+    def transform(images, labels):
+        if flip:
+            images = tf.image.random_flip_left_right(images, seed=seed)
+        if shift:
+            size = tf.shape(images)[1:3]
+            padded = tf.pad(images, [[0, 0], [shift, shift], [shift, shift], [0, 0]])
+            images = tf.map_fn(
+                lambda im: tf.image.random_crop(im, tf.concat([size, [1]], 0), seed=seed),
+                padded)
+        return images, labels
+
+    return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
+              jit_compile=False, verbose=1):
+    """Build `zoo.BUILDERS[builder](**model_args)`, compile and fit it.
+
+    Adam with a cosine decay of the learning rate to 0, cross-entropy on
+    logits, and the best-validation epoch restored. Returns the model, its
+    `History`, the per-epoch seconds and the best epoch.
+    """
+    steps = int(train.cardinality())
+    with _strategy(distribute).scope():
+        model = zoo.BUILDERS[builder](**model_args)
+        schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps)
+        model.compile(
+            keras.optimizers.Adam(schedule),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=jit_compile,
+        )
+    timer, best = EpochTimer(), KeepBest()
+    history = model.fit(train, validation_data=val, epochs=epochs,
+                        callbacks=[timer, best], verbose=verbose)
+    return model, history, timer.seconds, best.best_epoch
+
+
+def _plot(history, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, history["loss"], label="train")
+    ax_loss.plot(epochs, history["val_loss"], label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.plot(epochs, 100 * (1 - np.array(history["accuracy"])), label="train")
+    ax_acc.plot(epochs, 100 * (1 - np.array(history["val_accuracy"])), label="validation")
+    ax_acc.set(xlabel="epoch", ylabel="error (%)", title="error")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _builder_arguments(builder, model_args):
+    """All architecture arguments of a zoo builder call, defaults included (JSON-ready)."""
+    bound = inspect.signature(zoo.BUILDERS[builder]).bind(**model_args)
+    bound.apply_defaults()
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in bound.arguments.items()
+            if k not in ("seed", "weights", "name")}
+
+
+def _write_atomically(path, write):
+    """Call write(tmp_path), then rename onto `path`: no half-written outputs."""
+    path = pathlib.Path(path)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        tmp_path = pathlib.Path(tmp) / path.name
+        write(tmp_path)
+        tmp_path.replace(path)
+
+
+def train_and_save(builder, model_args, out, *, epochs=30, batch_size=100, lr=3e-3,
+                   seed=0, data_dir=None, validation_size=5000, distribute=None,
+                   flip=False, shift=0, jit_compile=False, verbose=1):
+    """Train a zoo model and write OUT.keras, OUT.json and OUT.png; return the metrics."""
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    if "binarization" in model_args and model_args.get("seed") is None:
+        model_args = {**model_args, "seed": seed}
+    data = dict(data_dir=data_dir, validation_size=validation_size)
+    train = load_fashion_mnist("train", subset="training", batch_size=batch_size,
+                               shuffle=True, seed=seed, **data)
+    if flip or shift:
+        train = augment(train, flip=flip, shift=shift, seed=seed)
+    val = load_fashion_mnist("train", subset="validation", batch_size=1000, **data)
+    test = load_fashion_mnist("test", data_dir=data_dir, batch_size=1000)
+
+    model, history, seconds, best_epoch = fit_model(
+        builder, model_args, train, val, epochs=epochs, lr=lr, distribute=distribute,
+        jit_compile=jit_compile, verbose=verbose)
+    test_loss, test_accuracy = model.evaluate(test, verbose=0)
+    bits = kbnn.summary(model, print_fn=None)
+    saved_args = _builder_arguments(builder, model_args)
+    metrics = {
+        "name": out.name,
+        "model": {"builder": builder, **saved_args},
+        "training": dict(epochs=epochs, batch_size=batch_size, lr=lr,
+                         schedule="cosine decay to 0", optimizer="adam", seed=seed,
+                         validation_size=validation_size, distribute=distribute,
+                         flip=flip, shift=shift, jit_compile=jit_compile),
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "best_epoch": best_epoch,
+        "best_val_accuracy": float(max(history.history["val_accuracy"])),
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "epoch_seconds": seconds,
+        "peak_memory_mb": peak_memory_mb(),
+        "params_1bit": bits.params_1bit,
+        "params_32bit": bits.params_32bit,
+        "memory_bytes": bits.memory_bytes,
+        "float32_memory_bytes": bits.float32_memory_bytes,
+        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
+                     "keras": keras.__version__, "kbnn": kbnn.__version__},
+    }
+    _write_atomically(out.with_suffix(".keras"), model.save)
+    _write_atomically(out.with_suffix(".png"),
+                      lambda p: _plot(history.history, p, f"{out.name}: test accuracy "
+                                      f"{100 * test_accuracy:.2f}%"))
+    _write_atomically(out.with_suffix(".json"),
+                      lambda p: p.write_text(json.dumps(metrics, indent=1) + "\n"))
+    return metrics
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m kbnn.train", description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("model", choices=sorted(zoo.BUILDERS))
+    parser.add_argument("--hidden", type=int, nargs="+", help="MLP hidden units")
+    parser.add_argument("--filters", type=int, nargs="+", help="CNN filters per block")
+    parser.add_argument("--dense-units", type=int, help="CNN dense layer width")
+    parser.add_argument("--binarization", choices=["deterministic", "stochastic"],
+                        help="activation binarizer of bnn_* models")
+    parser.add_argument("--dropout", type=float, help="dropout before the classifier")
+    parser.add_argument("--input-dropout", type=float, help="MLP dropout on the pixels")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", help="IDX directory (else $KBNN_DATA_DIR, else tfds)")
+    parser.add_argument("--validation-size", type=int, default=5000)
+    parser.add_argument("--distribute", choices=["mirrored", "multi_worker"],
+                        help="train under MirroredStrategy (all local devices) or "
+                        "MultiWorkerMirroredStrategy (machines from TF_CONFIG)")
+    parser.add_argument("--flip", action="store_true", help="augment: random h-flips")
+    parser.add_argument("--shift", type=int, default=0, help="augment: random shifts (px)")
+    parser.add_argument("--jit", dest="jit_compile", action="store_true",
+                        help="XLA-compile the training step (slower on CPU here)")
+    parser.add_argument("--out", help="output path without suffix "
+                        "(default: saved_models/<model name>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    options = {"hidden": "hidden_units", "filters": "filters", "dense_units": "dense_units",
+               "binarization": "binarization", "dropout": "dropout",
+               "input_dropout": "input_dropout"}
+    model_args = {arg: getattr(args, opt) for opt, arg in options.items()
+                  if getattr(args, opt) is not None}
+    builder = zoo.BUILDERS[args.model]
+    try:
+        name = builder(**model_args).name  # also checks the options fit the model
+    except TypeError as error:
+        _parser().error(f"{args.model} does not take that option ({error}).")
+    out = args.out or str(zoo.models_dir() / name)
+    metrics = train_and_save(
+        args.model, model_args, out, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, data_dir=args.data_dir,
+        validation_size=args.validation_size, distribute=args.distribute,
+        flip=args.flip, shift=args.shift, jit_compile=args.jit_compile, verbose=0 if args.quiet else 1)
+    print(f"{metrics['name']}: test accuracy {100 * metrics['test_accuracy']:.2f}% "
+          f"(best epoch {metrics['best_epoch']}/{args.epochs}); wrote {out}.keras/.json/.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

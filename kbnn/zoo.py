@@ -1,0 +1,220 @@
+"""Model zoo: binary and float twins for Fashion-MNIST, with released weights.
+
+>>> from kbnn.zoo import bnn_mlp, float_mlp, bnn_cnn, float_cnn, list_models
+>>> model = bnn_mlp(hidden_units=(1024,), binarization="deterministic")
+>>> model.input_shape, model.output_shape
+((None, 28, 28, 1), (None, 10))
+>>> pretrained = bnn_mlp(hidden_units=(128,), weights="fashion_mnist")  # released weights
+
+Every builder returns an uncompiled `keras.Model` from 28x28x1 images in
+[0, 1] to 10 logits. The binary models follow BinaryNet: the first layer takes
+the real-valued image with binary weights, every quantized layer is followed
+by batch normalization, activations between layers are binarized by the next
+layer's input quantizer, and latent weights are clipped to [-1, 1].
+
+`binarization="stochastic"` binarizes the activations stochastically while
+training (BinaryNet's Torch7 experiments); weights stay deterministic. At
+inference both binarizations are the same sign function.
+
+Released weights live in `saved_models/` beside the package (or in
+`$KBNN_MODELS_DIR`), as NAME.keras with NAME.json holding the builder
+arguments and measured metrics; `list_models()` lists them.
+"""
+
+import json
+import os
+import pathlib
+
+import keras
+
+from kbnn import quantizers
+from kbnn.layers import QuantConv2D, QuantDense
+
+__all__ = ["bnn_mlp", "float_mlp", "bnn_cnn", "float_cnn", "list_models", "models_dir",
+           "BUILDERS"]
+
+INPUT_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+_BINARIZATIONS = ("deterministic", "stochastic")
+
+
+def models_dir():
+    """The directory of released models: `$KBNN_MODELS_DIR` or the repo's saved_models/."""
+    return pathlib.Path(
+        os.environ.get("KBNN_MODELS_DIR")
+        or pathlib.Path(__file__).resolve().parents[1] / "saved_models"
+    )
+
+
+def list_models():
+    """Released models as {name: builder arguments}, from saved_models/*.json.
+
+    >>> sorted(list_models())[:1]
+    ['bnn_cnn']
+    """
+    released = {}
+    for path in sorted(models_dir().glob("*.json")):
+        if path.with_suffix(".keras").exists():
+            released[path.stem] = json.loads(path.read_text())["model"]
+    return released
+
+
+def _activation_quantizer(binarization, seed):
+    if binarization not in _BINARIZATIONS:
+        raise ValueError(
+            f"binarization={binarization!r}: use one of {', '.join(_BINARIZATIONS)}."
+        )
+    if binarization == "stochastic":
+        return lambda i: quantizers.StochasticSign(seed=None if seed is None else seed + i)
+    return lambda i: quantizers.SteSign()
+
+
+def _binary(**kwargs):
+    return dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
+                use_bias=False, **kwargs)
+
+
+def _batch_norm():
+    # BinaryNet's settings: a slower running average than Keras' default.
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-4)
+
+
+def bnn_mlp(hidden_units=(1024,), binarization="deterministic", input_dropout=0.1,
+            dropout=0.2, seed=None, weights=None, name=None):
+    """Binary MLP 784-hidden...-10 (BinaryNet style).
+
+    >>> bnn_mlp((128,), "stochastic").count_params()
+
+    Args:
+        hidden_units: sizes of the hidden layers.
+        binarization: "deterministic" (sign) or "stochastic" (+1 with
+            probability hard_sigmoid(x) while training) for the activations.
+        input_dropout: dropout rate on the input pixels.
+        dropout: dropout rate before the output layer.
+        seed: seed of the stochastic binarizers (None: random).
+        weights: None, or "fashion_mnist" for the released weights.
+    """
+    hidden_units = tuple(hidden_units)
+    act = _activation_quantizer(binarization, seed)
+    inputs = keras.Input(INPUT_SHAPE)
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dropout(input_dropout)(x)
+    for i, units in enumerate(hidden_units):
+        x = QuantDense(units, input_quantizer=act(i) if i else None, **_binary())(x)
+        x = _batch_norm()(x)
+    x = keras.layers.Dropout(dropout)(x)
+    x = QuantDense(NUM_CLASSES, input_quantizer=act(len(hidden_units)), **_binary())(x)
+    outputs = _batch_norm()(x)
+    name = name or f"bnn_mlp_{'_'.join(map(str, hidden_units))}_{binarization}"
+    model = keras.Model(inputs, outputs, name=name)
+    arguments = dict(hidden_units=list(hidden_units), binarization=binarization,
+                     input_dropout=input_dropout, dropout=dropout)
+    return _with_weights(model, "bnn_mlp", arguments, weights)
+
+
+def float_mlp(hidden_units=(1024,), input_dropout=0.1, dropout=0.2, weights=None, name=None):
+    """Float twin of `bnn_mlp`: Dense, batch norm and ReLU per hidden layer.
+
+    >>> float_mlp((128,)).count_params()
+    """
+    hidden_units = tuple(hidden_units)
+    inputs = keras.Input(INPUT_SHAPE)
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dropout(input_dropout)(x)
+    for units in hidden_units:
+        x = keras.layers.Dense(units, use_bias=False)(x)
+        x = _batch_norm()(x)
+        x = keras.layers.ReLU()(x)
+    x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(NUM_CLASSES)(x)
+    name = name or f"float_mlp_{'_'.join(map(str, hidden_units))}"
+    model = keras.Model(inputs, outputs, name=name)
+    arguments = dict(hidden_units=list(hidden_units), input_dropout=input_dropout,
+                     dropout=dropout)
+    return _with_weights(model, "float_mlp", arguments, weights)
+
+
+def bnn_cnn(filters=(64, 128, 256), dense_units=128, binarization="deterministic",
+            dropout=0.2, seed=None, weights=None, name=None):
+    """Binary VGG-style CNN: per block two 3x3 convolutions and a 2x2 max-pool.
+
+    >>> bnn_cnn().count_params() < 1_500_000
+    True
+
+    The first convolution sees the real-valued image; the rest get binarized
+    activations. Pooling comes before batch norm, as in BinaryNet.
+    """
+    act = _activation_quantizer(binarization, seed)
+    inputs = keras.Input(INPUT_SHAPE)
+    x, n = inputs, 0
+    for block, width in enumerate(filters):
+        for conv in range(2):
+            first = block == 0 and conv == 0
+            x = QuantConv2D(width, 3, padding="same",
+                            input_quantizer=None if first else act(n), **_binary())(x)
+            n += 1
+            if conv == 1:
+                x = keras.layers.MaxPooling2D(2)(x)
+            x = _batch_norm()(x)
+    x = keras.layers.Flatten()(x)
+    x = QuantDense(dense_units, input_quantizer=act(n), **_binary())(x)
+    x = _batch_norm()(x)
+    x = keras.layers.Dropout(dropout)(x)
+    x = QuantDense(NUM_CLASSES, input_quantizer=act(n + 1), **_binary())(x)
+    outputs = _batch_norm()(x)
+    model = keras.Model(inputs, outputs, name=name or f"bnn_cnn_{binarization}")
+    arguments = dict(filters=list(filters), dense_units=dense_units,
+                     binarization=binarization, dropout=dropout)
+    return _with_weights(model, "bnn_cnn", arguments, weights)
+
+
+def float_cnn(filters=(64, 128, 256), dense_units=128, dropout=0.3, weights=None, name=None):
+    """Float twin of `bnn_cnn`: the same blocks with ReLU activations.
+
+    >>> float_cnn().output_shape
+    (None, 10)
+    """
+    inputs = keras.Input(INPUT_SHAPE)
+    x = inputs
+    for width in filters:
+        for conv in range(2):
+            x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+            x = _batch_norm()(x)
+            x = keras.layers.ReLU()(x)
+        x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(dense_units, use_bias=False)(x)
+    x = _batch_norm()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(NUM_CLASSES)(x)
+    model = keras.Model(inputs, outputs, name=name or "float_cnn")
+    arguments = dict(filters=list(filters), dense_units=dense_units, dropout=dropout)
+    return _with_weights(model, "float_cnn", arguments, weights)
+
+
+BUILDERS = {"bnn_mlp": bnn_mlp, "float_mlp": float_mlp, "bnn_cnn": bnn_cnn,
+            "float_cnn": float_cnn}
+
+
+def _with_weights(model, builder, arguments, weights):
+    """Load released weights into `model` if asked."""
+    if weights is None:
+        return model
+    if weights != "fashion_mnist":
+        raise ValueError(f"weights={weights!r}: use None (random init) or 'fashion_mnist'.")
+    released = list_models()
+    # Architecture arguments decide the weights' shapes; dropout rates do not.
+    shape_keys = {k for k in arguments if "dropout" not in k}
+    for name, config in released.items():
+        if config.get("builder") == builder and all(
+            config.get(k) == arguments[k] for k in shape_keys
+        ):
+            model.load_weights(models_dir() / f"{name}.keras")
+            return model
+    wanted = ", ".join(f"{k}={arguments[k]!r}" for k in sorted(shape_keys))
+    raise ValueError(
+        f"No released fashion_mnist weights for {builder}({wanted}) in {models_dir()}. "
+        f"Released: {', '.join(released) or 'none'}. Train one with "
+        f"`python -m kbnn.train {builder} ...`, or use weights=None."
+    )

@@ -1,0 +1,67 @@
+import json
+
+import keras
+import numpy as np
+
+from kbnn import train
+from kbnn.data import load_fashion_mnist
+
+
+def test_cli_writes_model_metrics_and_curves(tmp_path, tiny_fashion_mnist, capsys):
+    out = tmp_path / "models" / "bnn"
+    assert train.main(["bnn_mlp", "--hidden", "32", "--epochs", "3", "--batch-size", "20",
+                       "--lr", "0.01", "--data-dir", str(tiny_fashion_mnist),
+                       "--validation-size", "50", "--out", str(out), "--quiet"]) == 0
+    assert "bnn: test accuracy" in capsys.readouterr().out
+    metrics = json.loads(out.with_suffix(".json").read_text())
+    assert metrics["model"] == {"builder": "bnn_mlp", "hidden_units": [32],
+                                "binarization": "deterministic", "input_dropout": 0.1,
+                                "dropout": 0.2}
+    assert metrics["training"]["epochs"] == 3 and metrics["training"]["batch_size"] == 20
+    for key in ("loss", "accuracy", "val_accuracy", "val_loss"):
+        assert len(metrics["history"][key]) == 3
+    assert len(metrics["epoch_seconds"]) == 3 and metrics["peak_memory_mb"] > 100
+    assert metrics["params_1bit"] == 784 * 32 + 32 * 10
+    # The kept epoch is the best on validation, and the file holds that model.
+    assert metrics["best_val_accuracy"] == metrics["history"]["val_accuracy"][
+        metrics["best_epoch"] - 1]
+    model = keras.models.load_model(out.with_suffix(".keras"))
+    x, y = load_fashion_mnist("test", data_dir=tiny_fashion_mnist, as_numpy=True)
+    accuracy = np.mean(model.predict(x, verbose=0).argmax(-1) == y)
+    assert abs(accuracy - metrics["test_accuracy"]) < 1e-6
+    xv, yv = load_fashion_mnist("train", data_dir=tiny_fashion_mnist, validation_size=50,
+                                subset="validation", as_numpy=True)
+    val_accuracy = np.mean(model.predict(xv, verbose=0).argmax(-1) == yv)
+    assert abs(val_accuracy - metrics["best_val_accuracy"]) < 1e-6
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_learns_the_tiny_task_with_augmentation(tmp_path, tiny_fashion_mnist):
+    metrics = train.train_and_save(
+        "float_mlp", {"hidden_units": (32,)}, tmp_path / "f", epochs=8, batch_size=20,
+        lr=0.01, data_dir=tiny_fashion_mnist, validation_size=50, shift=1, verbose=0)
+    assert metrics["test_accuracy"] > 0.5  # chance is 0.1
+    assert metrics["training"]["shift"] == 1
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_fashion_mnist):
+    metrics = train.train_and_save(
+        "bnn_mlp", {"hidden_units": (16,), "binarization": "stochastic"}, tmp_path / "m",
+        epochs=2, batch_size=20, data_dir=tiny_fashion_mnist, validation_size=50,
+        distribute="mirrored", verbose=0)
+    assert metrics["training"]["distribute"] == "mirrored"
+    assert np.isfinite(metrics["history"]["loss"]).all()
+
+
+def test_augment_flips_and_shifts_within_bounds():
+    import tensorflow as tf
+
+    image = np.zeros((1, 5, 5, 1), "float32")
+    image[0, 2, 0] = 1.0  # one pixel on the left edge
+    ds = tf.data.Dataset.from_tensors((image, np.zeros(1, "int32"))).repeat(50)
+    seen = {tuple(np.argwhere(x[0, ..., 0])[0]) for x, _ in
+            train.augment(ds, flip=True, shift=1, seed=0).as_numpy_iterator()
+            if x.any()}
+    # Flipped to column 4 or kept at 0, shifted by at most one pixel each way.
+    assert seen <= {(r, c) for r in (1, 2, 3) for c in (0, 1, 3, 4)}
+    assert any(c >= 3 for _, c in seen) and any(c <= 1 for _, c in seen)

@@ -1,0 +1,60 @@
+import keras
+import numpy as np
+import pytest
+
+import kbnn
+from kbnn import zoo
+from kbnn.layers import QuantConv2D, QuantDense
+from kbnn.train import train_and_save
+
+
+def quant_layers(model):
+    return [l for l in model.layers if isinstance(l, (QuantDense, QuantConv2D))]
+
+
+@pytest.mark.parametrize("binarization", ["deterministic", "stochastic"])
+def test_bnn_mlp_follows_binarynet(binarization):
+    model = zoo.bnn_mlp((64, 32), binarization=binarization, seed=3)
+    assert model.input_shape == (None, 28, 28, 1) and model.output_shape == (None, 10)
+    first, *rest = quant_layers(model)
+    assert first.input_quantizer is None  # real-valued pixels
+    expected = (kbnn.quantizers.StochasticSign if binarization == "stochastic"
+                else kbnn.quantizers.SteSign)
+    assert all(type(l.input_quantizer) is expected for l in rest)
+    for layer in [first, *rest]:
+        assert isinstance(layer.kernel_quantizer, kbnn.quantizers.SteSign)
+        assert isinstance(layer.kernel_constraint, kbnn.constraints.WeightClip)
+        following = model.layers[model.layers.index(layer) + 1]
+        assert isinstance(following, keras.layers.BatchNormalization)
+    s = kbnn.summary(model, print_fn=None)
+    assert s.params_1bit == 784 * 64 + 64 * 32 + 32 * 10
+    assert s.params_32bit == 4 * (64 + 32 + 10)
+
+
+def test_float_twins_and_cnn_sizes():
+    assert zoo.float_mlp((128,)).count_params() == 784 * 128 + 4 * 128 + 128 * 10 + 10
+    cnn = zoo.bnn_cnn()
+    assert cnn.count_params() < 1_500_000
+    assert quant_layers(cnn)[0].input_quantizer is None
+    assert zoo.float_cnn().output_shape == (None, 10)
+    with pytest.raises(ValueError, match="binarization='sign'.*deterministic, stochastic"):
+        zoo.bnn_mlp(binarization="sign")
+
+
+def test_released_weights_load_by_configuration(tmp_path, tiny_fashion_mnist, monkeypatch):
+    monkeypatch.setenv("KBNN_MODELS_DIR", str(tmp_path / "released"))
+    (tmp_path / "released").mkdir()
+    with pytest.raises(ValueError, match=r"No released fashion_mnist weights for "
+                       r"bnn_mlp\(binarization='deterministic', hidden_units=\[16\]\)"):
+        zoo.bnn_mlp((16,), weights="fashion_mnist")
+    train_and_save("bnn_mlp", {"hidden_units": (16,)}, tmp_path / "released" / "tiny",
+                   epochs=1, data_dir=tiny_fashion_mnist, validation_size=50, verbose=0)
+    assert zoo.list_models() == {"tiny": {"builder": "bnn_mlp", "hidden_units": [16],
+                                          "binarization": "deterministic",
+                                          "input_dropout": 0.1, "dropout": 0.2}}
+    saved = keras.models.load_model(tmp_path / "released" / "tiny.keras")
+    loaded = zoo.bnn_mlp((16,), weights="fashion_mnist")
+    x = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), saved.predict(x, verbose=0))
+    with pytest.raises(ValueError, match="Released: tiny"):
+        zoo.bnn_mlp((16,), binarization="stochastic", weights="fashion_mnist")
