@@ -1,0 +1,88 @@
+"""Export kbnn models to TFLite with 1-bit binary weights, for the stock LiteRT runtime.
+
+>>> import kbnn.export
+>>> tflite_bytes = kbnn.export.to_tflite(model)          # packed binary kernels
+>>> kbnn.export.verify.compare(model, tflite_bytes, images)
+
+or from the shell: `python -m kbnn.export --tflite MODEL.keras -o MODEL.tflite --report`.
+The file uses builtin TFLite ops only (no custom or Flex ops), so LiteRT as
+shipped on Android and iOS runs it. See `kbnn.export.graph` for how binary
+kernels are stored and `kbnn.export.bits` for the bit convention.
+"""
+
+import dataclasses
+import os
+
+import tensorflow as tf
+
+from kbnn.export import bits, graph, verify
+from kbnn.export.graph import WEIGHT_MODES, ExportError
+
+__all__ = ["to_tflite", "export_tflite", "ExportResult", "ExportError", "WEIGHT_MODES",
+           "bits", "graph", "verify"]
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """A converted model with what each layer stores."""
+
+    tflite: bytes
+    layouts: list
+    weights: str
+
+    @property
+    def floor_bytes(self):
+        """Binary weights / 8 + 4 bytes per float value left after folding (+ int8 bytes)."""
+        return sum(l.packed_bits / 8 + 4 * l.float_values + l.int8_values
+                   for l in self.layouts)
+
+    def report(self):
+        rows = [("layer", "kind", "weights", "bits stored", "bytes", "folded")]
+        for l in self.layouts:
+            stored = l.packed_bits + 32 * l.float_values + 8 * l.int8_values
+            rows.append((l.name, l.kind, f"{l.weights:,}", f"{stored:,}", f"{l.bytes:,}",
+                         l.folded))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) if i in (0, 1, 5) else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+        size = len(self.tflite)
+        lines.append(f"file size {size:,} bytes; floor {self.floor_bytes:,.0f} bytes "
+                     f"({self.weights} weights); size / floor = "
+                     f"{size / self.floor_bytes:.3f}")
+        return "\n".join(lines)
+
+
+def export_tflite(model, weights="packed"):
+    """Convert `model` and return an `ExportResult` (bytes plus per-layer layout)."""
+    function, builder = graph.inference_function(model, weights=weights)
+    concrete = function.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if weights == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    try:
+        tflite = converter.convert()
+    except Exception as error:  # the converter raises several unrelated types
+        raise ExportError(f"TFLite conversion of model {model.name!r} failed: {error}") from error
+    return ExportResult(tflite, builder.layouts, weights)
+
+
+def to_tflite(model, weights="packed"):
+    """The `.tflite` bytes of `model`, binary kernels packed 1 bit per weight.
+
+    >>> open("model.tflite", "wb").write(kbnn.export.to_tflite(model))
+    """
+    return export_tflite(model, weights=weights).tflite
+
+
+def write_atomically(path, data):
+    """Write bytes to a temporary file beside `path`, then rename it onto `path`."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,105 @@
+"""`python -m kbnn.export --tflite MODEL.keras [-o OUT.tflite] [--verify-data DIR | --verify-samples N] [--report]`
+
+Converts a saved Keras model to a `.tflite` file whose binary kernels are
+packed 1 bit per weight and which runs on the stock LiteRT runtime, then
+checks it: N inputs (1,000 Fashion-MNIST test images when data is
+available, else random inputs over [0, 1]) go through Keras and LiteRT;
+the top-1 predictions must all agree and the logits match within the
+tolerance of `kbnn.export.verify`. On any failure nothing is written and
+the exit status is non-zero.
+"""
+
+import argparse
+import os
+import sys
+import zipfile
+
+import numpy as np
+
+EXIT_ERROR = 1
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="python -m kbnn.export",
+                                     description=__doc__.splitlines()[0].strip("`"))
+    parser.add_argument("model", help="a .keras file saved by Keras / kbnn")
+    parser.add_argument("--tflite", action="store_true", required=True,
+                        help="export to TFLite (the only format so far)")
+    parser.add_argument("-o", "--output", help="output path (default: MODEL.tflite)")
+    parser.add_argument("--weights", choices=["packed", "float", "int8"], default="packed",
+                        help="how binary kernels are stored: packed 1 bit each (default), "
+                        "float32, or int8 (bigger files, faster on the stock runtime)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--verify-data", metavar="DIR",
+                        help="Fashion-MNIST IDX directory for verification inputs "
+                        "(default: $KBNN_DATA_DIR)")
+    source.add_argument("--verify-samples", type=int, metavar="N",
+                        help="verify on N inputs (random ones if no data directory)")
+    parser.add_argument("--report", action="store_true",
+                        help="print per-layer storage, file size and the size floor")
+    return parser
+
+
+def _verification_inputs(model, data_dir, samples):
+    """Test images when a data directory is known, else uniform random inputs."""
+    data_dir = data_dir or os.environ.get("KBNN_DATA_DIR")
+    shape = tuple(model.inputs[0].shape[1:])
+    if data_dir and shape == (28, 28, 1):
+        from kbnn.data import load_fashion_mnist
+
+        images, _ = load_fashion_mnist("test", data_dir=data_dir, as_numpy=True)
+        return images[: samples or 1000], "Fashion-MNIST test images"
+    rng = np.random.default_rng(0)
+    return rng.random((samples or 1000, *shape), np.float32), "random inputs in [0, 1)"
+
+
+def _load(path):
+    import keras
+
+    import kbnn  # noqa: F401  (registers kbnn's layers and quantizers)
+
+    if not path.endswith(".keras"):
+        raise ValueError(f"{path}: expected a .keras file (saved with model.save("
+                         f"'name.keras')); .h5 and SavedModel directories are not supported.")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file.")
+    try:
+        return keras.models.load_model(path)
+    except (zipfile.BadZipFile, OSError, ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"{path}: not a readable Keras model file ({error}).") from error
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    output = args.output or os.path.splitext(args.model)[0] + ".tflite"
+    try:
+        from kbnn.export import ExportError, export_tflite, verify, write_atomically
+
+        out_dir = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+            raise PermissionError(f"cannot write {output}: directory {out_dir} does not "
+                                  f"exist or is not writable; choose another path with -o.")
+        print(f"loading {args.model}", flush=True)
+        model = _load(args.model)
+        print(f"converting {model.name} (binary weights: {args.weights})", flush=True)
+        result = export_tflite(model, weights=args.weights)
+        foreign = sorted({op for op in verify.op_names(result.tflite)
+                          if op.startswith("Flex") or op == "CUSTOM"})
+        if foreign:
+            raise ExportError(f"the converted file needs non-builtin ops {foreign}.")
+        inputs, source = _verification_inputs(model, args.verify_data, args.verify_samples)
+        print(f"verifying on {len(inputs)} {source}", flush=True)
+        print(verify.compare(model, result.tflite, inputs, weights=args.weights))
+        if args.report:
+            print(result.report())
+        write_atomically(output, result.tflite)
+    except (ExportError, verify.VerificationError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        print("nothing written.", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"wrote {output} ({len(result.tflite):,} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

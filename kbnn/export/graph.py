@@ -1,0 +1,312 @@
+"""The inference graph of a Keras model, rebuilt for TFLite with packed binary kernels.
+
+>>> from kbnn.export.graph import inference_function
+>>> fn, layout = inference_function(model, weights="packed")   # a tf.function
+
+Every layer whose kernel quantizer is binary (`kbnn.quantizers.is_binary`)
+gets its quantized kernel stored as int32 words of 1-bit weights
+(`kbnn.export.bits`). The converter folds any op whose inputs are all
+constants, so the words first meet run-time data: a BITWISE_XOR with a zero
+the converter cannot prove (the batch size shifted right by 31). Then they
+are bit-cast to bytes, each byte GATHERs its eight +-1 (or 0/1) values from a
+256x8 table that is itself computed at run time (so it costs no file bytes),
+and the unpacked kernel feeds a builtin FULLY_CONNECTED, CONV_2D or
+DEPTHWISE_CONV_2D. A batch norm right after a binary layer (with a linear
+activation) folds into that layer's per-channel scale and offset.
+
+`weights="float"` stores the quantized kernels as float32 constants, and
+"int8" lets the converter store them as int8 (dynamic-range quantization):
+larger files that run faster on the stock runtime.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kbnn import quantizers
+from kbnn.export import bits as bitlib
+
+__all__ = ["ExportError", "LayerLayout", "inference_function", "WEIGHT_MODES"]
+
+WEIGHT_MODES = ("packed", "float", "int8")
+
+
+class ExportError(ValueError):
+    """A model, layer or file that the exporter cannot handle; the message says why."""
+
+
+@dataclasses.dataclass
+class LayerLayout:
+    """What the export stores for one layer (for `--report`)."""
+
+    name: str
+    kind: str
+    weights: int = 0            # parameters of the Keras layer
+    packed_bits: int = 0        # binary weights stored at 1 bit each
+    float_values: int = 0       # float32 values stored (after folding)
+    int8_values: int = 0        # kernel values stored as int8 (weights="int8")
+    folded: str = ""            # the batch norm folded into this layer, if any
+
+    @property
+    def bytes(self):
+        return (-(-self.packed_bits // bitlib.WORD_BITS) * 4 + 4 * self.float_values
+                + self.int8_values)
+
+
+# Layers exported by calling the Keras layer itself in inference mode: their
+# TensorFlow ops are builtin TFLite ops (identity at inference for dropout
+# and noise layers).
+_PASS_THROUGH = tuple(
+    getattr(keras.layers, name) for name in (
+        "InputLayer", "Flatten", "Reshape", "Permute", "Dropout", "SpatialDropout1D",
+        "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+        "ActivityRegularization", "Identity", "MaxPooling2D", "AveragePooling2D",
+        "GlobalAveragePooling2D", "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping2D",
+        "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Activation", "Rescaling",
+        "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+        "Dense", "Conv2D", "DepthwiseConv2D", "BatchNormalization",
+    ) if hasattr(keras.layers, name)
+)
+_BINARY_KERNEL_LAYERS = (keras.layers.Dense, keras.layers.Conv2D,
+                         keras.layers.DepthwiseConv2D)
+
+
+def _has_binary_kernel(layer):
+    return (isinstance(layer, _BINARY_KERNEL_LAYERS)
+            and quantizers.is_binary(getattr(layer, "kernel_quantizer", None)))
+
+
+def _batch_norm_affine(bn):
+    """(scale, offset) per channel of an inference-mode batch norm on the last axis."""
+    axis = bn.axis if isinstance(bn.axis, int) else bn.axis[0]
+    if axis not in (-1, len(bn.input.shape) - 1):
+        raise ExportError(
+            f"Layer {bn.name!r} (BatchNormalization) normalizes axis {bn.axis}; the "
+            f"exporter handles the channel-last axis only. Use channels_last models."
+        )
+    with tf.init_scope():  # read weights eagerly while the function is traced
+        var = np.asarray(bn.moving_variance, np.float64)
+        mean = np.asarray(bn.moving_mean, np.float64)
+        gamma = np.asarray(bn.gamma, np.float64) if bn.scale else np.ones_like(var)
+        beta = np.asarray(bn.beta, np.float64) if bn.center else np.zeros_like(var)
+    scale = gamma / np.sqrt(var + bn.epsilon)
+    return scale, beta - mean * scale
+
+
+def _linear_chain(model):
+    """The model's layers in order if each feeds only the next one, else None."""
+    if isinstance(model, keras.Sequential):
+        return list(model.layers)
+    layers = list(model.layers)
+    for previous, layer in zip(layers, layers[1:]):
+        try:
+            if layer.input is not previous.output:
+                return None
+        except (AttributeError, ValueError):  # shared layers, several inputs
+            return None
+    return layers
+
+
+class _Builder:
+    """Emits the TensorFlow ops of each layer while the tf.function is traced."""
+
+    def __init__(self, model, weights):
+        self.model = model
+        self.weights = weights
+        self.layouts = []
+        self._table_cache = {}
+
+    # --- the run-time pieces -------------------------------------------------------------
+
+    def _zero(self):
+        """An int32 zero that depends on the input, so constants meeting it stay packed."""
+        return tf.bitwise.right_shift(tf.shape(self._input)[0], 31)
+
+    def _table(self, zero_low):
+        """[256, 8] float table: row b holds the eight levels of the bits of byte b."""
+        if zero_low not in self._table_cache:
+            values = tf.range(256 + self._zero())[:, None]
+            shifts = tf.range(8)[None, :]
+            bit = tf.bitwise.right_shift(values, shifts) - 2 * tf.bitwise.right_shift(
+                values, shifts + 1)
+            bit = tf.cast(bit, tf.float32)
+            self._table_cache[zero_low] = bit if zero_low else 2.0 * bit - 1.0
+        return self._table_cache[zero_low]
+
+    def _unpack(self, words, count, shape, zero_low):
+        """The kernel of `shape` from packed int32 words, as float32 levels."""
+        live = tf.bitwise.bitwise_xor(tf.constant(words), self._zero())
+        as_bytes = tf.reshape(tf.bitcast(live, tf.uint8), [-1])
+        values = tf.reshape(tf.gather(self._table(zero_low), tf.cast(as_bytes, tf.int32)),
+                            [-1])
+        if values.shape[0] != count:
+            values = values[:count]
+        return tf.reshape(values, shape)
+
+    # --- layers --------------------------------------------------------------------------
+
+    def binary_layer(self, layer, x, bn=None):
+        kind = type(layer).__name__
+        layout = LayerLayout(layer.name, kind, weights=int(layer.count_params()))
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            raise ExportError(f"Layer {layer.name!r} ({kind}) uses data_format="
+                              f"{layer.data_format!r}; export needs channels_last.")
+        if getattr(layer, "groups", 1) != 1:
+            raise ExportError(f"Layer {layer.name!r} ({kind}) uses groups={layer.groups}; "
+                              f"grouped binary convolutions are not supported by the export.")
+        with tf.init_scope():  # read weights eagerly while the function is traced
+            kernel = np.asarray(layer.kernel)
+            bits, low, high = bitlib.kernel_bits(layer.kernel_quantizer, kernel)
+            bias = None if layer.bias is None else np.asarray(layer.bias, np.float64)
+        if np.allclose(low, -high):
+            zero_low = False          # levels -h, +h: table of -1/+1, times h
+        elif np.all(low == 0):
+            zero_low = True           # levels 0, h: table of 0/1, times h
+        else:
+            raise ExportError(f"Layer {layer.name!r} ({kind}): its quantizer's levels "
+                              f"are neither -h/+h nor 0/h per channel.")
+        levels = np.where(bits, 1.0, 0.0 if zero_low else -1.0).astype(np.float32)
+
+        # Export layouts: dense [N, K], conv [O, kh, kw, I], depthwise [kh, kw, C, M].
+        if isinstance(layer, keras.layers.Dense):
+            export_order = (1, 0)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            export_order = (0, 1, 2, 3)
+        else:
+            export_order = (3, 0, 1, 2)
+        export_bits = np.transpose(bits, export_order)
+        inverse = np.argsort(export_order)
+        if self.weights == "packed":
+            unpacked = self._unpack(bitlib.pack_bits(export_bits), export_bits.size,
+                                    export_bits.shape, zero_low)
+            w = tf.transpose(unpacked, inverse)
+            layout.packed_bits = int(export_bits.size)
+        else:
+            w = tf.constant(levels)  # int8 mode: the converter quantizes this constant
+
+        if layer.input_quantizer is not None:
+            x = layer.input_quantizer(x, training=False)
+        if isinstance(layer, keras.layers.Dense) and x.shape.rank == 2:
+            y = tf.matmul(x, w)
+        elif isinstance(layer, keras.layers.Dense):
+            y = tf.tensordot(x, w, axes=1)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            y = tf.nn.depthwise_conv2d(x, w, (1, *layer.strides, 1), layer.padding.upper(),
+                                       dilations=layer.dilation_rate)
+        else:
+            y = tf.nn.conv2d(x, w, layer.strides, layer.padding.upper(),
+                             dilations=layer.dilation_rate)
+
+        # Per-output-channel scale: the `high` level (depthwise: per multiplier, tiled
+        # over the input channels, as the outputs are ordered c * M + m).
+        out_shape = kernel.shape[2:] if isinstance(layer, keras.layers.DepthwiseConv2D) \
+            else kernel.shape[-1:]
+        scale = np.broadcast_to(high, out_shape).reshape(-1).astype(np.float64)
+        channels = scale.size
+        offset = np.zeros(channels) if bias is None else bias
+        activation = layer.activation
+        linear = activation in (None, keras.activations.linear)
+        if bn is not None and linear:
+            bn_scale, bn_offset = _batch_norm_affine(bn)
+            scale, offset = scale * bn_scale, offset * bn_scale + bn_offset
+            layout.folded = bn.name
+        y = self._affine(y, scale, offset, layout)
+        if not linear:
+            y = activation(y)
+        if bn is not None and not linear:
+            y = self.batch_norm(bn, y)
+        if self.weights == "float":
+            layout.float_values += int(levels.size)
+        elif self.weights == "int8":
+            layout.int8_values += int(levels.size)
+        self.layouts.append(layout)
+        return y
+
+    def _affine(self, y, scale, offset, layout):
+        if not np.all(scale == 1.0):
+            y = y * tf.constant(scale.astype(np.float32))
+            layout.float_values += scale.size
+        if np.any(offset != 0.0):
+            y = y + tf.constant(offset.astype(np.float32))
+            layout.float_values += offset.size
+        return y
+
+    def batch_norm(self, bn, x):
+        layout = LayerLayout(bn.name, "BatchNormalization", weights=int(bn.count_params()))
+        scale, offset = _batch_norm_affine(bn)
+        y = self._affine(x, scale, offset, layout)
+        self.layouts.append(layout)
+        return y
+
+    def other_layer(self, layer, *args, **kwargs):
+        if not isinstance(layer, _PASS_THROUGH):
+            raise ExportError(
+                f"Layer {layer.name!r} of type {type(layer).__name__} cannot be exported: "
+                f"the exporter handles kbnn's quantized layers and the Keras layers "
+                f"{', '.join(sorted({c.__name__ for c in _PASS_THROUGH}))}."
+            )
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return self.batch_norm(layer, *args)
+        if isinstance(layer, keras.layers.InputLayer):
+            return args[0]
+        layout = LayerLayout(layer.name, type(layer).__name__,
+                             weights=int(layer.count_params()))
+        layout.float_values = layout.weights
+        self.layouts.append(layout)
+        kwargs.pop("training", None)
+        return layer(*args, **kwargs, training=False) if _takes_training(layer) else \
+            layer(*args, **kwargs)
+
+    # --- the whole model -------------------------------------------------------------------
+
+    def __call__(self, x):
+        self._input, self.layouts, self._table_cache = x, [], {}
+        chain = _linear_chain(self.model)
+        if chain is not None:
+            i = 0
+            while i < len(chain):
+                layer = chain[i]
+                if _has_binary_kernel(layer):
+                    following = chain[i + 1] if i + 1 < len(chain) else None
+                    bn = following if isinstance(
+                        following, keras.layers.BatchNormalization) else None
+                    x = self.binary_layer(layer, x, bn)
+                    i += 2 if bn is not None else 1
+                else:
+                    x = self.other_layer(layer, x)
+                    i += 1
+            return x
+        # A general graph: the model's own traversal, with each layer replaced by
+        # its export (no batch-norm folding across branches).
+        def export_op(layer):
+            if _has_binary_kernel(layer):
+                return lambda inputs, **kwargs: self.binary_layer(layer, inputs)
+            return lambda *args, **kwargs: self.other_layer(layer, *args, **kwargs)
+
+        return self.model._run_through_graph(x, operation_fn=export_op)
+
+
+def _takes_training(layer):
+    import inspect
+
+    return "training" in inspect.signature(layer.call).parameters
+
+
+def inference_function(model, weights="packed"):
+    """A `tf.function` computing `model` at inference with binary kernels exported.
+
+    Returns `(function, layouts)`; `layouts` (filled when the function is
+    traced) lists what each layer stores.
+    """
+    if weights not in WEIGHT_MODES:
+        raise ExportError(f"weights={weights!r}: use one of {', '.join(WEIGHT_MODES)}.")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ExportError(f"Model {model.name!r} has {len(model.inputs)} inputs and "
+                          f"{len(model.outputs)} outputs; the exporter handles one of each.")
+    builder = _Builder(model, weights)
+    shape = (None, *model.inputs[0].shape[1:])
+    function = tf.function(builder, input_signature=[tf.TensorSpec(shape, tf.float32)],
+                           autograph=False)
+    return function, builder

@@ -1,0 +1,89 @@
+"""Run an exported file in LiteRT and check it against the Keras model.
+
+>>> from kbnn.export.verify import run_tflite, compare
+>>> logits = run_tflite(tflite_bytes, images)          # LiteRT, builtin ops only
+>>> result = compare(model, tflite_bytes, images)       # raises VerificationError
+"""
+
+import dataclasses
+
+import numpy as np
+
+__all__ = ["LOGIT_ATOL", "LOGIT_RTOL", "VerificationError", "Verification", "run_tflite",
+           "op_names", "compare"]
+
+# Keras and LiteRT add the same +-1 terms in a different order and apply the folded
+# batch norm as one multiply-add: logits agree to float32 rounding, scaled by their size.
+LOGIT_RTOL = 1e-4
+LOGIT_ATOL = 1e-3
+# int8 weights with dynamic-range quantization also quantize activations at run time.
+INT8_RTOL, INT8_ATOL = 0.05, 0.25
+
+
+class VerificationError(RuntimeError):
+    """The exported file disagrees with the Keras model, or does not run on LiteRT."""
+
+
+def _interpreter(tflite_bytes, num_threads=1):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=tflite_bytes, num_threads=num_threads)
+
+
+def op_names(tflite_bytes):
+    """The operator names of an exported file, in execution order."""
+    interpreter = _interpreter(tflite_bytes)
+    return [op["op_name"] for op in interpreter._get_ops_details()]
+
+
+def run_tflite(tflite_bytes, inputs, num_threads=1):
+    """Outputs of an exported file for a batch of `inputs`, run by LiteRT."""
+    interpreter = _interpreter(tflite_bytes, num_threads)
+    detail = interpreter.get_input_details()[0]
+    inputs = np.asarray(inputs, np.float32)
+    interpreter.resize_tensor_input(detail["index"], inputs.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], inputs)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+@dataclasses.dataclass
+class Verification:
+    samples: int
+    top1_agreement: float
+    max_abs_diff: float
+    tolerance: str
+
+    def __str__(self):
+        return (f"verified on {self.samples} inputs: top-1 agreement "
+                f"{100 * self.top1_agreement:.2f}%, max |logit diff| {self.max_abs_diff:.2e} "
+                f"(tolerance {self.tolerance})")
+
+
+def compare(model, tflite_bytes, inputs, weights="packed"):
+    """Check LiteRT against `model.predict` on `inputs`; raise VerificationError if off.
+
+    Top-1 predictions must agree on every input and logits within
+    `LOGIT_RTOL * |keras| + LOGIT_ATOL` (looser for int8 weights).
+    """
+    inputs = np.asarray(inputs, np.float32)
+    expected = model.predict(inputs, verbose=0, batch_size=256)
+    try:
+        actual = run_tflite(tflite_bytes, inputs)
+    except (RuntimeError, ValueError) as error:
+        raise VerificationError(f"LiteRT could not run the exported model: {error}") from error
+    rtol, atol = (INT8_RTOL, INT8_ATOL) if weights == "int8" else (LOGIT_RTOL, LOGIT_ATOL)
+    diff = np.abs(actual - expected)
+    agreement = float(np.mean(actual.argmax(-1) == expected.argmax(-1)))
+    result = Verification(len(inputs), agreement, float(diff.max()),
+                          f"rtol {rtol:g}, atol {atol:g}")
+    bad = diff > rtol * np.abs(expected) + atol
+    if agreement < 1.0 or bad.any():
+        worst = np.unravel_index(np.argmax(diff), diff.shape)
+        raise VerificationError(
+            f"Exported model disagrees with Keras: {result}; {int(bad.any(-1).sum())} inputs "
+            f"outside the tolerance, worst at input {worst[0]} output {worst[1]} "
+            f"(Keras {expected[worst]:.6g}, LiteRT {actual[worst]:.6g})."
+        )
+    return result
