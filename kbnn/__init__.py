@@ -6,7 +6,12 @@
 ...     kbnn.layers.QuantDense(128, kernel_quantizer="ste_sign",
 ...                            kernel_constraint="weight_clip"),
 ... ])
->>> kbnn.summary(model).total_memory_bytes
+>>> kbnn.summary(model).memory_bytes
+12800.0
+
+Modules: `quantizers`, `layers`, `constraints`, `summary`, `data`
+(Fashion-MNIST), `zoo` (architectures and released weights); `kbnn.export`
+(TFLite export, imported on its own) and `python -m kbnn.train`.
 """
 
 import keras as _keras
@@ -18,9 +23,9 @@ if _keras.backend.backend() != "tensorflow":
         f"Set KERAS_BACKEND=tensorflow before importing keras."
     )
 
-from kbnn import constraints, layers, quantizers  # noqa: E402
+from kbnn import constraints, data, layers, quantizers, zoo  # noqa: E402
 from kbnn.summary import ModelSummary, summary  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["constraints", "layers", "quantizers", "summary", "ModelSummary"]
+__all__ = ["constraints", "data", "layers", "quantizers", "zoo", "summary", "ModelSummary"]

@@ -83,8 +83,7 @@ def main(argv=None):
         model = _load(args.model)
         print(f"converting {model.name} (binary weights: {args.weights})", flush=True)
         result = export_tflite(model, weights=args.weights)
-        foreign = sorted({op for op in verify.op_names(result.tflite)
-                          if op.startswith("Flex") or op == "CUSTOM"})
+        foreign = verify.custom_ops(result.tflite)
         if foreign:
             raise ExportError(f"the converted file needs non-builtin ops {foreign}.")
         inputs, source = _verification_inputs(model, args.verify_data, args.verify_samples)

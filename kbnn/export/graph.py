@@ -64,17 +64,15 @@ _PASS_THROUGH = tuple(
         "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
         "ActivityRegularization", "Identity", "MaxPooling2D", "AveragePooling2D",
         "GlobalAveragePooling2D", "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping2D",
-        "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Activation", "Rescaling",
+        "ReLU", "LeakyReLU", "ELU", "Softmax", "Activation", "Rescaling",
         "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
-        "Dense", "Conv2D", "DepthwiseConv2D", "BatchNormalization",
     ) if hasattr(keras.layers, name)
 )
-_BINARY_KERNEL_LAYERS = (keras.layers.Dense, keras.layers.Conv2D,
-                         keras.layers.DepthwiseConv2D)
+_KERNEL_LAYERS = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 
 def _has_binary_kernel(layer):
-    return (isinstance(layer, _BINARY_KERNEL_LAYERS)
+    return (isinstance(layer, _KERNEL_LAYERS)
             and quantizers.is_binary(getattr(layer, "kernel_quantizer", None)))
 
 
@@ -147,7 +145,8 @@ class _Builder:
 
     # --- layers --------------------------------------------------------------------------
 
-    def binary_layer(self, layer, x, bn=None):
+    def kernel_layer(self, layer, x, bn=None):
+        """Dense, Conv2D or DepthwiseConv2D (quantized or not), with `bn` folded in."""
         kind = type(layer).__name__
         layout = LayerLayout(layer.name, kind, weights=int(layer.count_params()))
         if getattr(layer, "data_format", "channels_last") != "channels_last":
@@ -155,74 +154,86 @@ class _Builder:
                               f"{layer.data_format!r}; export needs channels_last.")
         if getattr(layer, "groups", 1) != 1:
             raise ExportError(f"Layer {layer.name!r} ({kind}) uses groups={layer.groups}; "
-                              f"grouped binary convolutions are not supported by the export.")
+                              f"grouped convolutions are not supported by the export.")
+        input_quantizer = getattr(layer, "input_quantizer", None)
+        if isinstance(input_quantizer, quantizers.MagnitudeAwareSign):
+            raise ExportError(f"Layer {layer.name!r} ({kind}) quantizes its input with "
+                              f"magnitude_aware_sign, whose scale is a mean over the batch; "
+                              f"use it as a kernel quantizer, and ste_sign for inputs.")
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        binary = _has_binary_kernel(layer)
         with tf.init_scope():  # read weights eagerly while the function is traced
             kernel = np.asarray(layer.kernel)
-            bits, low, high = bitlib.kernel_bits(layer.kernel_quantizer, kernel)
             bias = None if layer.bias is None else np.asarray(layer.bias, np.float64)
-        if np.allclose(low, -high):
-            zero_low = False          # levels -h, +h: table of -1/+1, times h
-        elif np.all(low == 0):
-            zero_low = True           # levels 0, h: table of 0/1, times h
+            if binary:
+                bits, low, high = bitlib.kernel_bits(layer.kernel_quantizer, kernel)
+            elif getattr(layer, "kernel_quantizer", None) is not None:
+                kernel = np.asarray(layer.quantized_kernel(training=False))
+        if binary:
+            w, scale = self._binary_kernel(layer, bits, low, high, layout)
         else:
-            raise ExportError(f"Layer {layer.name!r} ({kind}): its quantizer's levels "
-                              f"are neither -h/+h nor 0/h per channel.")
-        levels = np.where(bits, 1.0, 0.0 if zero_low else -1.0).astype(np.float32)
+            w, scale = tf.constant(kernel.astype(np.float32)), 1.0
+            layout.float_values += kernel.size
+        # Per output channel (depthwise: outputs ordered c * M + m).
+        channels = kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[-1]
+        scale = np.broadcast_to(scale, (kernel.shape[2], kernel.shape[3]) if depthwise
+                                else (channels,)).reshape(-1).astype(np.float64)
 
-        # Export layouts: dense [N, K], conv [O, kh, kw, I], depthwise [kh, kw, C, M].
-        if isinstance(layer, keras.layers.Dense):
-            export_order = (1, 0)
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
-            export_order = (0, 1, 2, 3)
-        else:
-            export_order = (3, 0, 1, 2)
-        export_bits = np.transpose(bits, export_order)
-        inverse = np.argsort(export_order)
-        if self.weights == "packed":
-            unpacked = self._unpack(bitlib.pack_bits(export_bits), export_bits.size,
-                                    export_bits.shape, zero_low)
-            w = tf.transpose(unpacked, inverse)
-            layout.packed_bits = int(export_bits.size)
-        else:
-            w = tf.constant(levels)  # int8 mode: the converter quantizes this constant
-
-        if layer.input_quantizer is not None:
-            x = layer.input_quantizer(x, training=False)
-        if isinstance(layer, keras.layers.Dense) and x.shape.rank == 2:
-            y = tf.matmul(x, w)
-        elif isinstance(layer, keras.layers.Dense):
-            y = tf.tensordot(x, w, axes=1)
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+        if input_quantizer is not None:
+            x = input_quantizer(x, training=False)
+        if depthwise:
             y = tf.nn.depthwise_conv2d(x, w, (1, *layer.strides, 1), layer.padding.upper(),
                                        dilations=layer.dilation_rate)
-        else:
+        elif isinstance(layer, keras.layers.Conv2D):
             y = tf.nn.conv2d(x, w, layer.strides, layer.padding.upper(),
                              dilations=layer.dilation_rate)
+        elif x.shape.rank == 2:
+            y = tf.matmul(x, w)
+        else:
+            y = tf.tensordot(x, w, axes=1)
 
-        # Per-output-channel scale: the `high` level (depthwise: per multiplier, tiled
-        # over the input channels, as the outputs are ordered c * M + m).
-        out_shape = kernel.shape[2:] if isinstance(layer, keras.layers.DepthwiseConv2D) \
-            else kernel.shape[-1:]
-        scale = np.broadcast_to(high, out_shape).reshape(-1).astype(np.float64)
-        channels = scale.size
         offset = np.zeros(channels) if bias is None else bias
-        activation = layer.activation
-        linear = activation in (None, keras.activations.linear)
+        linear = layer.activation in (None, keras.activations.linear)
         if bn is not None and linear:
             bn_scale, bn_offset = _batch_norm_affine(bn)
             scale, offset = scale * bn_scale, offset * bn_scale + bn_offset
             layout.folded = bn.name
         y = self._affine(y, scale, offset, layout)
-        if not linear:
-            y = activation(y)
-        if bn is not None and not linear:
-            y = self.batch_norm(bn, y)
-        if self.weights == "float":
-            layout.float_values += int(levels.size)
-        elif self.weights == "int8":
-            layout.int8_values += int(levels.size)
         self.layouts.append(layout)
+        if not linear:
+            y = layer.activation(y)
+            if bn is not None:
+                y = self.batch_norm(bn, y)
         return y
+
+    def _binary_kernel(self, layer, bits, low, high, layout):
+        """The kernel's levels as a tensor of +-1 (or 0/1), and the per-channel factor."""
+        if np.allclose(low, -high):
+            zero_low = False          # levels -h, +h: table of -1/+1, times h
+        elif np.all(low == 0):
+            zero_low = True           # levels 0, h: table of 0/1, times h
+        else:
+            raise ExportError(f"Layer {layer.name!r} ({type(layer).__name__}): its "
+                              f"quantizer's levels are neither -h/+h nor 0/h per channel.")
+        if self.weights != "packed":
+            levels = np.where(bits, 1.0, 0.0 if zero_low else -1.0).astype(np.float32)
+            if self.weights == "float":
+                layout.float_values += levels.size
+            else:  # the converter stores this constant as int8
+                layout.int8_values += levels.size
+            return tf.constant(levels), high
+        # Export layouts: dense [N, K], conv [O, kh, kw, I], depthwise [kh, kw, C, M].
+        if isinstance(layer, keras.layers.Dense):
+            order = (1, 0)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            order = (0, 1, 2, 3)
+        else:
+            order = (3, 0, 1, 2)
+        export_bits = np.transpose(bits, order)
+        layout.packed_bits = int(export_bits.size)
+        unpacked = self._unpack(bitlib.pack_bits(export_bits), export_bits.size,
+                                export_bits.shape, zero_low)
+        return tf.transpose(unpacked, np.argsort(order)), high
 
     def _affine(self, y, scale, offset, layout):
         if not np.all(scale == 1.0):
@@ -241,20 +252,18 @@ class _Builder:
         return y
 
     def other_layer(self, layer, *args, **kwargs):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return self.batch_norm(layer, *args)
         if not isinstance(layer, _PASS_THROUGH):
             raise ExportError(
                 f"Layer {layer.name!r} of type {type(layer).__name__} cannot be exported: "
-                f"the exporter handles kbnn's quantized layers and the Keras layers "
+                f"the exporter handles kbnn's quantized layers, Dense, Conv2D, "
+                f"DepthwiseConv2D, BatchNormalization and the Keras layers "
                 f"{', '.join(sorted({c.__name__ for c in _PASS_THROUGH}))}."
             )
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return self.batch_norm(layer, *args)
         if isinstance(layer, keras.layers.InputLayer):
             return args[0]
-        layout = LayerLayout(layer.name, type(layer).__name__,
-                             weights=int(layer.count_params()))
-        layout.float_values = layout.weights
-        self.layouts.append(layout)
+        self.layouts.append(LayerLayout(layer.name, type(layer).__name__))
         kwargs.pop("training", None)
         return layer(*args, **kwargs, training=False) if _takes_training(layer) else \
             layer(*args, **kwargs)
@@ -268,11 +277,11 @@ class _Builder:
             i = 0
             while i < len(chain):
                 layer = chain[i]
-                if _has_binary_kernel(layer):
+                if isinstance(layer, _KERNEL_LAYERS):
                     following = chain[i + 1] if i + 1 < len(chain) else None
                     bn = following if isinstance(
                         following, keras.layers.BatchNormalization) else None
-                    x = self.binary_layer(layer, x, bn)
+                    x = self.kernel_layer(layer, x, bn)
                     i += 2 if bn is not None else 1
                 else:
                     x = self.other_layer(layer, x)
@@ -281,8 +290,8 @@ class _Builder:
         # A general graph: the model's own traversal, with each layer replaced by
         # its export (no batch-norm folding across branches).
         def export_op(layer):
-            if _has_binary_kernel(layer):
-                return lambda inputs, **kwargs: self.binary_layer(layer, inputs)
+            if isinstance(layer, _KERNEL_LAYERS):
+                return lambda inputs, **kwargs: self.kernel_layer(layer, inputs)
             return lambda *args, **kwargs: self.other_layer(layer, *args, **kwargs)
 
         return self.model._run_through_graph(x, operation_fn=export_op)

@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 __all__ = ["LOGIT_ATOL", "LOGIT_RTOL", "VerificationError", "Verification", "run_tflite",
-           "op_names", "compare"]
+           "op_names", "custom_ops", "compare"]
 
 # Keras and LiteRT add the same +-1 terms in a different order and apply the folded
 # batch norm as one multiply-add: logits agree to float32 rounding, scaled by their size.
@@ -34,6 +34,24 @@ def op_names(tflite_bytes):
     """The operator names of an exported file, in execution order."""
     interpreter = _interpreter(tflite_bytes)
     return [op["op_name"] for op in interpreter._get_ops_details()]
+
+
+def custom_ops(tflite_bytes):
+    """Names of the non-builtin (custom or Flex) operators a file declares; [] is good.
+
+    Read from the flatbuffer's operator codes, where a custom op has the
+    builtin code CUSTOM and a name of its own.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(tflite_bytes, 0)
+    custom = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            custom.append((code.CustomCode() or b"?").decode())
+    return custom
 
 
 def run_tflite(tflite_bytes, inputs, num_threads=1):

@@ -1,0 +1,222 @@
+"""The TFLite export: packing, builtin ops only, agreement with Keras, the CLI."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import kbnn
+from kbnn.export import ExportError, export_tflite, to_tflite, verify
+from kbnn.export.__main__ import main as export_main
+from kbnn.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D
+
+BINARY = ["ste_sign", "approx_sign", "swish_sign", "stochastic_sign",
+          "magnitude_aware_sign", "ste_heaviside"]
+INPUT = [q for q in BINARY if q != "magnitude_aware_sign"]  # its scale spans the batch
+# Every op the exporter may emit (all builtin); each test also checks the flatbuffer
+# declares no custom op.
+EXPECTED_OPS = {"ABS", "ADD", "BITCAST", "BITWISE_XOR", "CAST", "CONV_2D",
+                "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "GATHER", "GREATER", "GREATER_EQUAL",
+                "MEAN", "MUL", "RANGE", "RESHAPE", "RIGHT_SHIFT", "SELECT", "SELECT_V2",
+                "SHAPE", "STRIDED_SLICE", "SUB", "TRANSPOSE", "MAX_POOL_2D", "RELU", "PAD",
+                "DEQUANTIZE", "PACK", "BROADCAST_TO", "FILL", "CONCATENATION", "ZEROS_LIKE"}
+
+
+def test_custom_ops_are_detected():
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {n for n in dir(schema.BuiltinOperator) if n.isupper()}
+    assert EXPECTED_OPS <= names and "CUSTOM" not in EXPECTED_OPS
+    model = kbnn.zoo.bnn_mlp((8,))
+    assert verify.custom_ops(to_tflite(model)) == []
+    import tensorflow as tf
+
+    # A file with a Flex op (converted with SELECT_TF_OPS) is caught.
+    fn = tf.function(lambda x: tf.strings.to_number(tf.strings.as_string(x)),
+                     input_signature=[tf.TensorSpec([2], tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [fn.get_concrete_function()], fn)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                           tf.lite.OpsSet.SELECT_TF_OPS]
+    assert verify.custom_ops(converter.convert())[0].startswith("Flex")
+
+
+def randomize_batch_norms(model, rng):
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 3, n))
+            layer.moving_variance.assign(rng.uniform(0.5, 20, n))
+            layer.gamma.assign(rng.normal(1, 0.5, n))
+            layer.beta.assign(rng.normal(0, 1, n))
+
+
+def random_model(seed):
+    """A small random model of kbnn layers: odd sizes, strides, padding, bias, BN."""
+    rng = np.random.default_rng(seed)
+    pick = lambda options: options[rng.integers(len(options))]  # noqa: E731
+    size = int(rng.integers(5, 10))
+    inputs = keras.Input((size, size + 1, int(rng.integers(1, 4))))
+    x = inputs
+    for i in range(int(rng.integers(1, 3))):
+        kind = pick(["conv", "depthwise"])
+        common = dict(input_quantizer=None if i == 0 and seed % 2 else pick(INPUT),
+                      padding=pick(["same", "valid"]), strides=int(rng.integers(1, 3)),
+                      use_bias=bool(rng.integers(2)))
+        if kind == "conv":
+            x = QuantConv2D(int(rng.integers(1, 6)), int(pick([1, 2, 3])),
+                            kernel_quantizer=pick(BINARY), **common)(x)
+        else:
+            x = QuantDepthwiseConv2D(int(pick([1, 2, 3])), depth_multiplier=int(
+                rng.integers(1, 3)), depthwise_quantizer=pick(BINARY), **common)(x)
+        if rng.integers(2):
+            x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Flatten()(x)
+    x = QuantDense(int(rng.integers(3, 40)), input_quantizer=pick(INPUT),
+                   kernel_quantizer=pick(BINARY), use_bias=bool(rng.integers(2)))(x)
+    if rng.integers(2):
+        x = keras.layers.BatchNormalization()(x)
+    outputs = QuantDense(int(rng.integers(2, 11)), input_quantizer=pick(INPUT),
+                         kernel_quantizer=pick(BINARY))(x)
+    model = keras.Model(inputs, outputs)
+    for layer in model.layers:  # non-zero biases
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0, 1, layer.bias.shape))
+    randomize_batch_norms(model, rng)
+    return model, rng.normal(size=(64, *inputs.shape[1:])).astype("float32")
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_models_export_run_on_builtins_and_agree(seed):
+    model, x = random_model(seed)
+    result = export_tflite(model)
+    assert verify.custom_ops(result.tflite) == []
+    assert set(verify.op_names(result.tflite)) <= EXPECTED_OPS
+    check = verify.compare(model, result.tflite, x)
+    assert check.top1_agreement == 1.0 and check.samples == 64
+    binary_weights = sum(int(np.prod(l.kernel.shape)) for l in model.layers
+                         if kbnn.quantizers.is_binary(getattr(l, "kernel_quantizer", None)))
+    assert sum(l.packed_bits for l in result.layouts) == binary_weights
+
+
+def test_packed_file_is_near_the_floor_and_stores_words():
+    model = kbnn.zoo.bnn_mlp((1024,))
+    randomize_batch_norms(model, np.random.default_rng(0))
+    result = export_tflite(model)
+    floor = (784 * 1024 + 1024 * 10) / 8 + 4 * 2 * (1024 + 10)
+    assert result.floor_bytes == floor
+    assert len(result.tflite) <= 1.10 * floor
+    float_size = len(to_tflite(model, weights="float"))
+    assert float_size > 25 * len(result.tflite)
+    from ai_edge_litert.interpreter import Interpreter
+
+    tensors = Interpreter(model_content=result.tflite).get_tensor_details()
+    shapes = {tuple(t["shape"]) for t in tensors if t["dtype"] == np.int32}
+    assert (784 * 1024 // 32,) in shapes and (1024 * 10 // 32,) in shapes
+
+
+@pytest.mark.parametrize("weights", ["float", "int8"])
+def test_other_weight_modes(weights):
+    model = kbnn.zoo.bnn_mlp((64,))
+    randomize_batch_norms(model, np.random.default_rng(1))
+    x = np.random.default_rng(2).random((50, 28, 28, 1)).astype("float32")
+    tflite = to_tflite(model, weights=weights)
+    logits = verify.run_tflite(tflite, x)
+    expected = model.predict(x, verbose=0)
+    tolerance = 1e-3 if weights == "float" else 0.5
+    np.testing.assert_allclose(logits, expected, atol=tolerance * np.abs(expected).max())
+
+
+def test_float_layers_export_as_ordinary_tflite():
+    model = kbnn.zoo.float_cnn(filters=(4, 8), dense_units=16)
+    x = np.random.default_rng(3).random((20, 28, 28, 1)).astype("float32")
+    result = export_tflite(model)
+    assert sum(l.packed_bits for l in result.layouts) == 0
+    assert "BITWISE_XOR" not in verify.op_names(result.tflite)
+    verify.compare(model, result.tflite, x)
+
+
+def test_batch_dependent_input_quantizer_is_refused():
+    inputs = keras.Input((4,))
+    outputs = QuantDense(2, input_quantizer="magnitude_aware_sign", name="mag")(inputs)
+    with pytest.raises(ExportError, match="Layer 'mag' .*magnitude_aware_sign"):
+        to_tflite(keras.Model(inputs, outputs))
+
+
+def test_unsupported_layer_is_named():
+    inputs = keras.Input((6, 4))
+    x = keras.layers.LSTM(3, name="my_lstm")(inputs)
+    model = keras.Model(inputs, QuantDense(2, kernel_quantizer="ste_sign")(x))
+    with pytest.raises(ExportError, match="Layer 'my_lstm' of type LSTM cannot be exported"):
+        to_tflite(model)
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved_bnn(tmp_path):
+    model = kbnn.zoo.bnn_mlp((32,))
+    randomize_batch_norms(model, np.random.default_rng(4))
+    path = tmp_path / "bnn.keras"
+    model.save(path)
+    return path
+
+
+def test_cli_writes_a_verified_file(saved_bnn, tiny_fashion_mnist, capsys):
+    out = saved_bnn.parent / "out" / "bnn.tflite"
+    out.parent.mkdir()
+    assert export_main(["--tflite", str(saved_bnn), "-o", str(out), "--report",
+                        "--verify-data", str(tiny_fashion_mnist)]) == 0
+    text = capsys.readouterr().out
+    assert "verified on 100 inputs: top-1 agreement 100.00%" in text
+    assert "size / floor" in text and "quant_dense" in text
+    assert os.listdir(out.parent) == ["bnn.tflite"]  # no temporary left behind
+    model = keras.models.load_model(saved_bnn)
+    x = np.random.default_rng(5).random((10, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(verify.run_tflite(out.read_bytes(), x),
+                               model.predict(x, verbose=0), rtol=1e-4, atol=1e-3)
+
+
+def test_cli_random_inputs_default_output_path(saved_bnn, monkeypatch, capsys):
+    monkeypatch.delenv("KBNN_DATA_DIR", raising=False)
+    assert export_main(["--tflite", str(saved_bnn), "--verify-samples", "20"]) == 0
+    assert "verifying on 20 random inputs" in capsys.readouterr().out
+    assert saved_bnn.with_suffix(".tflite").exists()
+
+
+def assert_fails(args, capsys, message, directory):
+    before = set(os.listdir(directory))
+    assert export_main(args) == 1
+    err = capsys.readouterr().err
+    assert message in err and "nothing written" in err
+    assert set(os.listdir(directory)) == before
+
+
+def test_cli_rejects_bad_inputs(saved_bnn, tmp_path, capsys):
+    h5 = tmp_path / "model.h5"
+    h5.write_bytes(b"x")
+    assert_fails(["--tflite", str(h5)], capsys, "expected a .keras file", tmp_path)
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip")
+    assert_fails(["--tflite", str(corrupt)], capsys, "not a readable Keras model", tmp_path)
+    assert_fails(["--tflite", str(tmp_path / "missing.keras")], capsys, "no such file",
+                 tmp_path)
+    assert_fails(["--tflite", str(saved_bnn), "-o", str(tmp_path / "nodir" / "x.tflite")],
+                 capsys, "not writable", tmp_path)
+
+
+def test_cli_unsupported_layer(tmp_path, capsys):
+    inputs = keras.Input((6, 4))
+    x = keras.layers.LSTM(3, name="my_lstm")(inputs)
+    path = tmp_path / "lstm.keras"
+    keras.Model(inputs, x).save(path)
+    assert_fails(["--tflite", str(path), "--verify-samples", "4"], capsys,
+                 "Layer 'my_lstm' of type LSTM", tmp_path)
+
+
+def test_cli_writes_nothing_when_verification_fails(saved_bnn, monkeypatch, capsys):
+    monkeypatch.setattr(verify, "run_tflite", lambda tflite, x: np.zeros((len(x), 10)))
+    assert_fails(["--tflite", str(saved_bnn), "--verify-samples", "8"], capsys,
+                 "disagrees with Keras", saved_bnn.parent)

@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+
+from kbnn import quantizers
+from kbnn.export.bits import kernel_bits, pack_bits, unpack_bits
+
+
+@pytest.mark.parametrize("size", [1, 7, 8, 9, 31, 32, 33, 100, 1000])
+def test_pack_unpack_round_trip_any_size(size):
+    bits = np.random.default_rng(size).random(size) < 0.5
+    words = pack_bits(bits)
+    assert words.dtype == np.dtype("<i4") and words.size == -(-size // 32)
+    np.testing.assert_array_equal(unpack_bits(words, size), bits)
+
+
+def test_bit_order_little_endian_and_zero_padding():
+    bits = np.zeros(40, bool)
+    bits[[0, 9, 31, 32]] = True
+    words = pack_bits(bits)
+    # element i is bit i % 8 of byte i // 8; bytes little-endian in each word.
+    assert words.view(np.uint8).tolist() == [1, 2, 0, 128, 1, 0, 0, 0]
+    assert words[0] == np.int32(-2**31 + 2**9 + 1)
+
+
+def test_kernel_bits_agree_with_the_quantizers():
+    kernel = np.array([[0.0, -0.5, 2.0], [-0.0, 0.7, -3.0]], "float32")
+    bits, low, high = kernel_bits(quantizers.SteSign(), kernel)
+    # sign(0) = +1 is bit 1, for +0.0 and -0.0 alike.
+    np.testing.assert_array_equal(bits, [[1, 0, 1], [1, 1, 0]])
+    np.testing.assert_array_equal(low, -1) and np.testing.assert_array_equal(high, 1)
+    bits, low, high = kernel_bits(quantizers.SteHeaviside(), kernel)
+    np.testing.assert_array_equal(bits, [[0, 0, 1], [0, 1, 0]])
+    np.testing.assert_array_equal(low, 0)
+    bits, low, high = kernel_bits(quantizers.MagnitudeAwareSign(), kernel)
+    np.testing.assert_allclose(high, [0.0, 0.6, 2.5])
+    for name in ("ste_sign", "approx_sign", "swish_sign", "stochastic_sign",
+                 "magnitude_aware_sign", "ste_heaviside"):
+        q = quantizers.get(name)
+        bits, low, high = kernel_bits(q, kernel)
+        np.testing.assert_array_equal(np.where(bits, high, low), q(kernel, training=False))
