@@ -1,0 +1,94 @@
+"""Latency and size of exported BNNs beside the float export of the same architecture.
+
+    python benchmarks/tflite_latency.py [--runs 300] [--threads 1] [--models mlp1024 ...]
+
+Batch 1, LiteRT (`ai_edge_litert`), median of `--runs` timed invokes after a
+warm-up; the designs of one model are timed in interleaved rounds so machine
+noise hits them alike. Released weights are used where saved_models/ has them
+(latency does not depend on weight values). Prints one table; ratios are to
+the float twin measured in the same run.
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+import kbnn.export
+from kbnn import zoo
+
+MODELS = {
+    "mlp128": (lambda: zoo.bnn_mlp((128,)), lambda: zoo.float_mlp((128,))),
+    "mlp1024": (lambda: zoo.bnn_mlp((1024,)), lambda: zoo.float_mlp((1024,))),
+    "cnn": (lambda: zoo.bnn_cnn(), lambda: zoo.float_cnn()),
+    "mlp3x4096": (lambda: zoo.bnn_mlp((4096, 4096, 4096)),
+                  lambda: zoo.float_mlp((4096, 4096, 4096))),
+}
+
+
+def released(model):
+    """`model` with the released weights of the same name, if saved_models/ has them."""
+    if model.name in zoo.list_models():
+        model.load_weights(zoo.models_dir() / f"{model.name}.keras")
+    return model
+
+
+def timer(tflite, threads):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tflite, num_threads=threads)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    x = np.random.default_rng(0).random(detail["shape"], np.float32)
+    interpreter.set_tensor(detail["index"], x)
+    for _ in range(20):
+        interpreter.invoke()
+
+    def run(n):
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            interpreter.invoke()
+            times.append(time.perf_counter() - start)
+        return times
+
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+
+    rows = []
+    for name in args.models:
+        build_bnn, build_float = MODELS[name]
+        bnn, float_twin = released(build_bnn()), released(build_float())
+        designs = {"float twin": kbnn.export.to_tflite(float_twin)}
+        for weights in ("packed", "int8"):
+            designs[f"bnn {weights}"] = kbnn.export.to_tflite(bnn, weights=weights)
+        print(f"{name}: exported {', '.join(f'{k} {len(v):,} B' for k, v in designs.items())}",
+              flush=True)
+        timers = {k: timer(v, args.threads) for k, v in designs.items()}
+        samples = {k: [] for k in designs}
+        for _ in range(args.rounds):
+            for key, run in timers.items():
+                samples[key] += run(args.runs // args.rounds)
+        medians = {k: 1e6 * float(np.median(v)) for k, v in samples.items()}
+        for key, tflite in designs.items():
+            rows.append((name, key, len(tflite), medians[key],
+                         medians[key] / medians["float twin"],
+                         len(tflite) / len(designs["float twin"])))
+
+    print(f"\nbatch 1, {args.threads} thread(s), median of {args.runs} invokes")
+    print(f"{'model':<10} {'export':<12} {'bytes':>12} {'median us':>10} "
+          f"{'latency/float':>14} {'size/float':>11}")
+    for name, key, size, us, ratio, size_ratio in rows:
+        print(f"{name:<10} {key:<12} {size:>12,} {us:>10.1f} {ratio:>14.2f} {size_ratio:>11.3f}")
+
+
+if __name__ == "__main__":
+    main()
