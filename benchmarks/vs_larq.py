@@ -1,0 +1,128 @@
+"""Train the same deterministic 784-1024-10 BNN with kbnn and with Larq; compare.
+
+    python benchmarks/vs_larq.py --data-dir ../shared/data/fashion_mnist [--epochs 10]
+
+Larq needs Keras 2 (tf-keras) and numpy < 2, so it runs in its own virtual
+environment, created here on first use (benchmarks/.venv-larq: tensorflow-cpu
+2.16.2, tf-keras 2.16.0, larq). Both trainings get the same architecture
+(kbnn.zoo.bnn_mlp: dropout, binary dense layers with weight clipping, batch
+norm), data, batch size, optimizer (Adam, fixed learning rate) and epochs, each
+in a fresh process. Prints seconds per epoch (first epoch apart), peak RSS
+and test accuracy of each, and kbnn / Larq ratios. A benchmark, not a test.
+"""
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+HERE = pathlib.Path(__file__).resolve().parent
+LARQ_VENV = HERE / ".venv-larq"
+LARQ_PACKAGES = ["tensorflow-cpu==2.16.2", "tf-keras==2.16.0", "larq", "numpy<2"]
+
+# One worker for both libraries: the layer classes differ, nothing else.
+WORKER = textwrap.dedent('''
+    import json, resource, sys, time
+    import numpy as np
+    impl, data_path, epochs, batch_size, lr = sys.argv[1:6]
+    epochs, batch_size, lr = int(epochs), int(batch_size), float(lr)
+    if impl == "larq":
+        import tensorflow as tf
+        import larq as lq
+        keras = tf.keras
+        QuantDense = lq.layers.QuantDense
+        clip = lambda: lq.constraints.WeightClip(1.0)
+    else:
+        import keras
+        import kbnn
+        QuantDense = kbnn.layers.QuantDense
+        clip = lambda: kbnn.constraints.WeightClip(1.0)
+    keras.utils.set_random_seed(0)
+    data = np.load(data_path)
+    bn = lambda: keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-4)
+    binary = lambda: dict(kernel_quantizer="ste_sign", kernel_constraint=clip(), use_bias=False)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dropout(0.1),
+        QuantDense(1024, **binary()), bn(), keras.layers.Dropout(0.2),
+        QuantDense(10, input_quantizer="ste_sign", **binary()), bn()])
+    model.compile(keras.optimizers.Adam(lr),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    class Timer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None): self.seconds = []
+        def on_epoch_begin(self, epoch, logs=None): self.t = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None): self.seconds.append(time.perf_counter() - self.t)
+    timer = Timer()
+    model.fit(data["x_train"], data["y_train"], batch_size=batch_size, epochs=epochs,
+              callbacks=[timer], verbose=0)
+    _, accuracy = model.evaluate(data["x_test"], data["y_test"], batch_size=1000, verbose=0)
+    print(json.dumps({"epoch_seconds": timer.seconds, "test_accuracy": float(accuracy),
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+''')
+
+
+def larq_python():
+    python = LARQ_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {LARQ_VENV} with {' '.join(LARQ_PACKAGES)} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LARQ_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *LARQ_PACKAGES], check=True)
+    return python
+
+
+def run(python, impl, data_path, args, env=None):
+    print(f"training with {impl} ({args.epochs} epochs) ...", flush=True)
+    done = subprocess.run(
+        [str(python), "-c", WORKER, impl, data_path, str(args.epochs), str(args.batch_size),
+         str(args.lr)], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        sys.exit(f"{impl} run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def steady(seconds):
+    rest = seconds[1:] or seconds
+    return sum(rest) / len(rest)
+
+
+def main():
+    import os
+
+    import numpy as np
+
+    from kbnn.data import load_fashion_mnist
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("KBNN_DATA_DIR"))
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    args = parser.parse_args()
+
+    x_train, y_train = load_fashion_mnist("train", data_dir=args.data_dir, as_numpy=True)
+    x_test, y_test = load_fashion_mnist("test", data_dir=args.data_dir, as_numpy=True)
+    python = larq_python()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_path = os.path.join(tmp, "fashion_mnist.npz")
+        np.savez(data_path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+        legacy = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+        results = {"kbnn": run(sys.executable, "kbnn", data_path, args),
+                   "larq": run(python, "larq", data_path, args, env=legacy)}
+
+    print(f"\n784-1024-10 deterministic BNN, {args.epochs} epochs, batch {args.batch_size}, "
+          f"Adam {args.lr}")
+    print(f"{'':<6} {'first epoch s':>14} {'s/epoch':>9} {'peak RSS MiB':>13} {'test acc':>9}")
+    for impl, r in results.items():
+        print(f"{impl:<6} {r['epoch_seconds'][0]:>14.1f} {steady(r['epoch_seconds']):>9.2f} "
+              f"{r['peak_rss_mb']:>13,.0f} {100 * r['test_accuracy']:>8.2f}%")
+    k, l = results["kbnn"], results["larq"]
+    print(f"kbnn/larq: s/epoch {steady(k['epoch_seconds']) / steady(l['epoch_seconds']):.2f}, "
+          f"peak RSS {k['peak_rss_mb'] / l['peak_rss_mb']:.2f}, "
+          f"test accuracy {100 * (k['test_accuracy'] - l['test_accuracy']):+.2f} points")
+
+
+if __name__ == "__main__":
+    main()
