@@ -104,8 +104,9 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
     """Build `zoo.BUILDERS[builder](**model_args)`, compile and fit it.
 
     Adam with a cosine decay of the learning rate to 0, cross-entropy on
-    logits, and the best-validation epoch restored. Returns the model, its
-    `History`, the per-epoch seconds and the best epoch.
+    logits, and the best-validation epoch restored (the last epoch when `val`
+    is None). Returns the model, its `History`, the per-epoch seconds and the
+    kept epoch.
     """
     steps = int(train.cardinality())
     with _strategy(distribute).scope():
@@ -118,9 +119,10 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
             jit_compile=jit_compile,
         )
     timer, best = EpochTimer(), KeepBest()
-    history = model.fit(train, validation_data=val, epochs=epochs,
-                        callbacks=[timer, best], verbose=verbose)
-    return model, history, timer.seconds, best.best_epoch
+    callbacks = [timer] if val is None else [timer, best]
+    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
+                        verbose=verbose)
+    return model, history, timer.seconds, epochs if val is None else best.best_epoch
 
 
 def _plot(history, path, title):
@@ -132,10 +134,12 @@ def _plot(history, path, title):
     epochs = np.arange(1, len(history["loss"]) + 1)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, history["loss"], label="train")
-    ax_loss.plot(epochs, history["val_loss"], label="validation")
+    if "val_loss" in history:
+        ax_loss.plot(epochs, history["val_loss"], label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.plot(epochs, 100 * (1 - np.array(history["accuracy"])), label="train")
-    ax_acc.plot(epochs, 100 * (1 - np.array(history["val_accuracy"])), label="validation")
+    if "val_accuracy" in history:
+        ax_acc.plot(epochs, 100 * (1 - np.array(history["val_accuracy"])), label="validation")
     ax_acc.set(xlabel="epoch", ylabel="error (%)", title="error")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
@@ -166,18 +170,24 @@ def _write_atomically(path, write):
 def train_and_save(builder, model_args, out, *, epochs=30, batch_size=100, lr=3e-3,
                    seed=0, data_dir=None, validation_size=5000, distribute=None,
                    flip=False, shift=0, jit_compile=False, verbose=1):
-    """Train a zoo model and write OUT.keras, OUT.json and OUT.png; return the metrics."""
+    """Train a zoo model and write OUT.keras, OUT.json and OUT.png; return the metrics.
+
+    With `validation_size=0` it trains on all training images and keeps the
+    last epoch: the second stage of a recipe whose settings (epochs included)
+    were chosen on a validation run.
+    """
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     if "binarization" in model_args and model_args.get("seed") is None:
         model_args = {**model_args, "seed": seed}
-    data = dict(data_dir=data_dir, validation_size=validation_size)
-    train = load_fashion_mnist("train", subset="training", batch_size=batch_size,
-                               shuffle=True, seed=seed, **data)
+    split = dict(validation_size=validation_size, subset="training") if validation_size else {}
+    train = load_fashion_mnist("train", data_dir=data_dir, batch_size=batch_size,
+                               shuffle=True, seed=seed, **split)
     if flip or shift:
         train = augment(train, flip=flip, shift=shift, seed=seed)
-    val = load_fashion_mnist("train", subset="validation", batch_size=1000, **data)
+    val = load_fashion_mnist("train", data_dir=data_dir, validation_size=validation_size,
+                             subset="validation", batch_size=1000) if validation_size else None
     test = load_fashion_mnist("test", data_dir=data_dir, batch_size=1000)
 
     model, history, seconds, best_epoch = fit_model(
@@ -196,7 +206,7 @@ def train_and_save(builder, model_args, out, *, epochs=30, batch_size=100, lr=3e
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "best_epoch": best_epoch,
-        "best_val_accuracy": float(max(history.history["val_accuracy"])),
+        "best_val_accuracy": float(max(history.history["val_accuracy"])) if val else None,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "epoch_seconds": seconds,
         "peak_memory_mb": peak_memory_mb(),
@@ -233,7 +243,9 @@ def _parser():
     parser.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", help="IDX directory (else $KBNN_DATA_DIR, else tfds)")
-    parser.add_argument("--validation-size", type=int, default=5000)
+    parser.add_argument("--validation-size", type=int, default=5000,
+                        help="hold out the last N training images to pick the best epoch; "
+                        "0 trains on all 60k and keeps the last epoch")
     parser.add_argument("--distribute", choices=["mirrored", "multi_worker"],
                         help="train under MirroredStrategy (all local devices) or "
                         "MultiWorkerMirroredStrategy (machines from TF_CONFIG)")

@@ -65,3 +65,13 @@ def test_augment_flips_and_shifts_within_bounds():
     # Flipped to column 4 or kept at 0, shifted by at most one pixel each way.
     assert seen <= {(r, c) for r in (1, 2, 3) for c in (0, 1, 3, 4)}
     assert any(c >= 3 for _, c in seen) and any(c <= 1 for _, c in seen)
+
+
+def test_without_validation_trains_on_everything_and_keeps_the_last_epoch(
+        tmp_path, tiny_fashion_mnist):
+    metrics = train.train_and_save(
+        "bnn_mlp", {"hidden_units": (16,)}, tmp_path / "all", epochs=2, batch_size=50,
+        data_dir=tiny_fashion_mnist, validation_size=0, verbose=0)
+    assert metrics["best_epoch"] == 2 and metrics["best_val_accuracy"] is None
+    assert "val_accuracy" not in metrics["history"]
+    assert (tmp_path / "all.png").exists()
