@@ -7,7 +7,7 @@
 ...                            kernel_constraint="weight_clip"),
 ... ])
 >>> kbnn.summary(model).memory_bytes
-12800.0
+13056.0
 
 Modules: `quantizers`, `layers`, `constraints`, `summary`, `data`
 (Fashion-MNIST), `zoo` (architectures and released weights); `kbnn.export`

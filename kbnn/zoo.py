@@ -49,8 +49,8 @@ def models_dir():
 def list_models():
     """Released models as {name: builder arguments}, from saved_models/*.json.
 
-    >>> sorted(list_models())[:1]
-    ['bnn_cnn']
+    >>> list_models()["bnn_mlp_1024_deterministic"]["hidden_units"]
+    [1024]
     """
     released = {}
     for path in sorted(models_dir().glob("*.json")):
@@ -84,6 +84,7 @@ def bnn_mlp(hidden_units=(1024,), binarization="deterministic", input_dropout=0.
     """Binary MLP 784-hidden...-10 (BinaryNet style).
 
     >>> bnn_mlp((128,), "stochastic").count_params()
+    102184
 
     Args:
         hidden_units: sizes of the hidden layers.
@@ -116,6 +117,7 @@ def float_mlp(hidden_units=(1024,), input_dropout=0.1, dropout=0.2, weights=None
     """Float twin of `bnn_mlp`: Dense, batch norm and ReLU per hidden layer.
 
     >>> float_mlp((128,)).count_params()
+    102154
     """
     hidden_units = tuple(hidden_units)
     inputs = keras.Input(INPUT_SHAPE)
