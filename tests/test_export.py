@@ -137,6 +137,22 @@ def test_float_layers_export_as_ordinary_tflite():
     verify.compare(model, result.tflite, x)
 
 
+def test_branching_model_exports_through_the_general_graph():
+    inputs = keras.Input((6, 6, 4))
+    x = QuantConv2D(4, 3, padding="same", input_quantizer="ste_sign",
+                    kernel_quantizer="ste_sign")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Add()([x, inputs])           # a residual connection
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = QuantDense(3, input_quantizer="ste_sign", kernel_quantizer="ste_sign")(x)
+    model = keras.Model(inputs, outputs)
+    randomize_batch_norms(model, np.random.default_rng(6))
+    result = export_tflite(model)
+    assert sum(l.packed_bits for l in result.layouts) == 3 * 3 * 4 * 4 + 4 * 3
+    verify.compare(model, result.tflite,
+                   np.random.default_rng(7).normal(size=(32, 6, 6, 4)).astype("float32"))
+
+
 def test_batch_dependent_input_quantizer_is_refused():
     inputs = keras.Input((4,))
     outputs = QuantDense(2, input_quantizer="magnitude_aware_sign", name="mag")(inputs)

@@ -1,7 +1,8 @@
 """The inference graph of a Keras model, rebuilt for TFLite with packed binary kernels.
 
 >>> from kbnn.export.graph import inference_function
->>> fn, layout = inference_function(model, weights="packed")   # a tf.function
+>>> fn, builder = inference_function(model, weights="packed")   # a tf.function
+>>> fn.get_concrete_function(); builder.layouts                 # what each layer stores
 
 Every layer whose kernel quantizer is binary (`kbnn.quantizers.is_binary`)
 gets its quantized kernel stored as int32 words of 1-bit weights
@@ -20,6 +21,7 @@ larger files that run faster on the stock runtime.
 """
 
 import dataclasses
+import inspect
 
 import keras
 import numpy as np
@@ -298,16 +300,14 @@ class _Builder:
 
 
 def _takes_training(layer):
-    import inspect
-
     return "training" in inspect.signature(layer.call).parameters
 
 
 def inference_function(model, weights="packed"):
     """A `tf.function` computing `model` at inference with binary kernels exported.
 
-    Returns `(function, layouts)`; `layouts` (filled when the function is
-    traced) lists what each layer stores.
+    Returns `(function, builder)`; after the function is traced,
+    `builder.layouts` lists what each layer stores.
     """
     if weights not in WEIGHT_MODES:
         raise ExportError(f"weights={weights!r}: use one of {', '.join(WEIGHT_MODES)}.")
