@@ -71,11 +71,14 @@ def peak_memory_mb():
 def _strategy(distribute):
     if distribute is None:
         return tf.distribute.get_strategy()
+    if isinstance(distribute, tf.distribute.Strategy):
+        return distribute
     if distribute == "mirrored":
         return tf.distribute.MirroredStrategy()
     if distribute == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"distribute={distribute!r}: use None, 'mirrored' or 'multi_worker'.")
+    raise ValueError(f"distribute={distribute!r}: use None, 'mirrored', 'multi_worker' "
+                     f"or a tf.distribute.Strategy.")
 
 
 def augment(dataset, flip=True, shift=0, seed=None):
@@ -201,7 +204,9 @@ def train_and_save(builder, model_args, out, *, epochs=30, batch_size=100, lr=3e
         "model": {"builder": builder, **saved_args},
         "training": dict(epochs=epochs, batch_size=batch_size, lr=lr,
                          schedule="cosine decay to 0", optimizer="adam", seed=seed,
-                         validation_size=validation_size, distribute=distribute,
+                         validation_size=validation_size,
+                         distribute=distribute if isinstance(distribute, (str, type(None)))
+                         else type(distribute).__name__,
                          flip=flip, shift=shift, jit_compile=jit_compile),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),

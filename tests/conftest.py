@@ -19,6 +19,18 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 FASHION_MNIST = REPO.parent / "shared" / "data" / "fashion_mnist"
 
 
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One MirroredStrategy over the two logical CPUs for the whole session.
+
+    Several strategies in one process can collide on collective-op keys, so
+    the tests share this one.
+    """
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2
+    return tf.distribute.MirroredStrategy(devices)
+
+
 @pytest.fixture
 def fashion_mnist_dir():
     """The real Fashion-MNIST IDX directory beside the repo, or skip."""

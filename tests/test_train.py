@@ -2,6 +2,7 @@ import json
 
 import keras
 import numpy as np
+import pytest
 
 from kbnn import train
 from kbnn.data import load_fashion_mnist
@@ -44,13 +45,25 @@ def test_learns_the_tiny_task_with_augmentation(tmp_path, tiny_fashion_mnist):
     assert metrics["training"]["shift"] == 1
 
 
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_fashion_mnist):
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_fashion_mnist,
+                                               mirrored_strategy):
+    assert mirrored_strategy.num_replicas_in_sync == 2
     metrics = train.train_and_save(
         "bnn_mlp", {"hidden_units": (16,), "binarization": "stochastic"}, tmp_path / "m",
         epochs=2, batch_size=20, data_dir=tiny_fashion_mnist, validation_size=50,
-        distribute="mirrored", verbose=0)
-    assert metrics["training"]["distribute"] == "mirrored"
+        distribute=mirrored_strategy, verbose=0)
+    assert metrics["training"]["distribute"] == "MirroredStrategy"
     assert np.isfinite(metrics["history"]["loss"]).all()
+
+
+def test_distribute_option_names_the_strategies():
+    import tensorflow as tf
+
+    assert isinstance(train._strategy("mirrored"), tf.distribute.MirroredStrategy)
+    with pytest.raises(ValueError, match="'mirrored', 'multi_worker'"):
+        train._strategy("tpu")
+    assert train._parser().parse_args(["bnn_mlp", "--distribute", "mirrored"]).distribute \
+        == "mirrored"
 
 
 def test_augment_flips_and_shifts_within_bounds():
