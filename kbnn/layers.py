@@ -37,14 +37,19 @@ class _QuantizerMixin:
     def quantized(self):
         return self.input_quantizer is not None or self.kernel_quantizer is not None
 
-    def _quantize(self, quantizer, value, training):
+    @staticmethod
+    def _quantize(quantizer, value, training):
         if quantizer is None:
             return value
         if isinstance(quantizer, quantizers.Quantizer):
             return quantizer(value, training=training)
         return quantizer(value)
 
-    def quantized_kernel(self, training=False):
+    def quantize_input(self, inputs, training=False):
+        """The inputs as the layer computes with them (inference mode by default)."""
+        return self._quantize(self.input_quantizer, inputs, training)
+
+    def quantize_kernel(self, training=False):
         """The kernel as the layer computes with it (inference mode by default)."""
         return self._quantize(self.kernel_quantizer, self.kernel, training)
 
@@ -55,11 +60,11 @@ class _QuantizerMixin:
         }
 
 
-def _conv_bias(layer, outputs, channels):
+def _conv_bias(layer, outputs):
     if layer.data_format == "channels_last":
-        shape = (1,) * (layer.rank + 1) + (channels,)
+        shape = (1,) * (layer.rank + 1) + (-1,)
     else:
-        shape = (1, channels) + (1,) * layer.rank
+        shape = (1, -1) + (1,) * layer.rank
     return ops.add(outputs, ops.reshape(layer.bias, shape))
 
 
@@ -88,8 +93,7 @@ class QuantDense(_QuantizerMixin, keras.layers.Dense):
     def call(self, inputs, training=None):
         if not self.quantized:
             return super().call(inputs, training=training)
-        x = self._quantize(self.input_quantizer, inputs, training)
-        x = ops.matmul(x, self._quantize(self.kernel_quantizer, self.kernel, training))
+        x = ops.matmul(self.quantize_input(inputs, training), self.quantize_kernel(training))
         if self.bias is not None:
             x = ops.add(x, self.bias)
         if self.activation is not None:
@@ -124,11 +128,10 @@ class QuantConv2D(_QuantizerMixin, keras.layers.Conv2D):
     def call(self, inputs, training=None):
         if not self.quantized:
             return super().call(inputs)
-        x = self._quantize(self.input_quantizer, inputs, training)
-        kernel = self._quantize(self.kernel_quantizer, self.kernel, training)
-        outputs = self.convolution_op(x, kernel)
+        outputs = self.convolution_op(self.quantize_input(inputs, training),
+                                      self.quantize_kernel(training))
         if self.use_bias:
-            outputs = _conv_bias(self, outputs, self.filters)
+            outputs = _conv_bias(self, outputs)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
@@ -167,18 +170,16 @@ class QuantDepthwiseConv2D(_QuantizerMixin, keras.layers.DepthwiseConv2D):
     def call(self, inputs, training=None):
         if not self.quantized:
             return super().call(inputs)
-        channels = self._get_input_channel(inputs.shape) * self.depth_multiplier
-        x = self._quantize(self.input_quantizer, inputs, training)
         outputs = ops.depthwise_conv(
-            x,
-            self._quantize(self.kernel_quantizer, self.kernel, training),
+            self.quantize_input(inputs, training),
+            self.quantize_kernel(training),
             strides=self.strides,
             padding=self.padding,
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
         if self.use_bias:
-            outputs = _conv_bias(self, outputs, channels)
+            outputs = _conv_bias(self, outputs)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs

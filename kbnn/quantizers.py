@@ -176,8 +176,9 @@ def swish_sign(x, beta=5.0):
 def magnitude_aware_sign(x, clip_value=1.0):
     """Sign scaled by the mean |x| of each output channel (Bi-Real Net weights).
 
-    For a kernel the output channels are the last axis; the scale is the mean
-    of |x| over all other axes and is not differentiated (as in Larq).
+    The scale is the mean of |x| over all axes but the last (for a dense or
+    conv kernel: per output channel; for a depthwise kernel [kh, kw, C, M]:
+    per depth multiplier, as in Larq) and is not differentiated.
 
     >>> kbnn.quantizers.magnitude_aware_sign([[1.0, -2.0], [-3.0, 0.0]]).numpy()
     array([[ 2.,  -1.],
@@ -206,12 +207,9 @@ def ste_heaviside(x, clip_value=1.0):
 class Quantizer(keras.layers.Layer):
     """Base class of the serializable quantizers: a Keras layer around a function.
 
-    Subclasses set `precision` (bits per value; 1 for binary) and implement
-    `call`. As layers they are tracked by the quantized layer that holds them
+    Subclasses implement `call`. As layers they are tracked by the quantized layer that holds them
     (seed state included) and receive its `training` flag.
     """
-
-    precision = 32
 
     def __init__(self, **kwargs):
         kwargs.setdefault("trainable", False)
@@ -227,8 +225,6 @@ class BinaryQuantizer(Quantizer):
     `levels(kernel)` gives those levels, so the exporter can store each
     quantized weight as one bit (1 for `high`, 0 for `low`).
     """
-
-    precision = 1
 
     def levels(self, kernel):
         """(low, high) per output channel (last axis) of `kernel`: -1 and +1."""

@@ -111,15 +111,9 @@ def _macs(layer):
 def _layer_summary(layer):
     kernel_quantizer = getattr(layer, "kernel_quantizer", None)
     input_quantizer = getattr(layer, "input_quantizer", None)
-    own_quantizers = [q for q in (input_quantizer, kernel_quantizer)
-                      if isinstance(q, keras.layers.Layer)]
-    # Quantizers' seed states are random-number state, not parameters.
-    skip = {id(v) for q in own_quantizers for v in q.variables}
     binary_kernel = quantizers.is_binary(kernel_quantizer)
     params_1bit = params_32bit = 0
-    for variable in layer.weights:
-        if id(variable) in skip:
-            continue
+    for variable in layer.weights:  # Keras leaves random-seed state out of weights
         count = math.prod(variable.shape)
         if binary_kernel and variable is layer.kernel:
             params_1bit += count

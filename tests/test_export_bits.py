@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from kbnn import quantizers
-from kbnn.export.bits import kernel_bits, pack_bits, unpack_bits
+import tensorflow as tf
+
+from kbnn.export.bits import byte_table, kernel_bits, pack_bits, unpack_bits, unpack_bits_tf
 
 
 @pytest.mark.parametrize("size", [1, 7, 8, 9, 31, 32, 33, 100, 1000])
@@ -27,7 +29,8 @@ def test_kernel_bits_agree_with_the_quantizers():
     bits, low, high = kernel_bits(quantizers.SteSign(), kernel)
     # sign(0) = +1 is bit 1, for +0.0 and -0.0 alike.
     np.testing.assert_array_equal(bits, [[1, 0, 1], [1, 1, 0]])
-    np.testing.assert_array_equal(low, -1) and np.testing.assert_array_equal(high, 1)
+    np.testing.assert_array_equal(low, [-1, -1, -1])
+    np.testing.assert_array_equal(high, [1, 1, 1])
     bits, low, high = kernel_bits(quantizers.SteHeaviside(), kernel)
     np.testing.assert_array_equal(bits, [[0, 0, 1], [0, 1, 0]])
     np.testing.assert_array_equal(low, 0)
@@ -38,3 +41,12 @@ def test_kernel_bits_agree_with_the_quantizers():
         q = quantizers.get(name)
         bits, low, high = kernel_bits(q, kernel)
         np.testing.assert_array_equal(np.where(bits, high, low), q(kernel, training=False))
+
+
+@pytest.mark.parametrize("zero_low", [False, True])
+@pytest.mark.parametrize("size", [5, 64, 77])
+def test_tensorflow_unpack_matches_the_numpy_convention(size, zero_low):
+    bits = np.random.default_rng(size).random(size) < 0.5
+    table = byte_table(tf.constant(0), zero_low=zero_low)
+    values = unpack_bits_tf(tf.constant(pack_bits(bits)), size, [size], table).numpy()
+    np.testing.assert_array_equal(values, np.where(bits, 1.0, 0.0 if zero_low else -1.0))

@@ -11,8 +11,9 @@
 * A binary quantizer maps each output channel's weights to two levels,
   `low` and `high` (`Quantizer.levels`): bit 1 means `high` (+1 for the
   sign quantizers, whose sign(0) = +1), bit 0 means `low`.
-* A kernel is flattened in C order *in its export layout* (dense [N, K],
-  conv [O, kh, kw, I], depthwise [kh, kw, C, M]) into one bit string.
+* A kernel is flattened in C order *in its export layout* (`EXPORT_AXES`:
+  dense [N, K], conv [O, kh, kw, I], depthwise [kh, kw, C, M]) into one
+  bit string.
 * Element i is bit i % 8 of byte i // 8 (little-endian bit order), bytes
   are grouped four to a little-endian int32 word.
 * The string is padded with zero bits to a multiple of 32; rows are not
@@ -20,10 +21,17 @@
 """
 
 import numpy as np
+import tensorflow as tf
 
-__all__ = ["WORD_BITS", "pack_bits", "unpack_bits", "kernel_bits"]
+__all__ = ["WORD_BITS", "EXPORT_AXES", "pack_bits", "unpack_bits", "kernel_bits",
+           "byte_table", "unpack_bits_tf"]
 
 WORD_BITS = 32
+
+# Kernel axes in export order (Keras kernel -> layout packed): the layouts that
+# TFLite's FULLY_CONNECTED [N, K], CONV_2D [O, kh, kw, I] and
+# DEPTHWISE_CONV_2D [kh, kw, C*M] use natively.
+EXPORT_AXES = {"dense": (1, 0), "conv": (3, 0, 1, 2), "depthwise": (0, 1, 2, 3)}
 
 
 def pack_bits(bits):
@@ -57,3 +65,31 @@ def kernel_bits(quantizer, kernel):
             f"{low.tolist()} / {high.tolist()}; it cannot be stored at 1 bit per weight."
         )
     return bits, low, high
+
+
+def byte_table(zero, zero_low=False):
+    """[256, 8] float32 table, row b = the levels of bits 0..7 of byte b (TensorFlow ops).
+
+    Values are 1 / -1 (or 1 / 0 with `zero_low`). `zero` is an int32 zero
+    computed from run-time data, so the converter cannot fold the table into
+    a stored constant: it costs no file bytes.
+    """
+    values = tf.range(256 + zero)[:, None]
+    shifts = tf.range(8)[None, :]
+    # bit k of b = (b >> k) - 2 * (b >> (k + 1)); TFLite has no BITWISE_AND.
+    bit = tf.bitwise.right_shift(values, shifts) - 2 * tf.bitwise.right_shift(values, shifts + 1)
+    bit = tf.cast(bit, tf.float32)
+    return bit if zero_low else 2.0 * bit - 1.0
+
+
+def unpack_bits_tf(words, count, shape, table):
+    """`unpack_bits` in TensorFlow ops: int32 words -> float levels of `shape`.
+
+    BITCAST to bytes (little-endian, as `pack_bits` stores them), GATHER each
+    byte's eight levels from `byte_table`, keep the first `count`, reshape.
+    """
+    as_bytes = tf.reshape(tf.bitcast(words, tf.uint8), [-1])
+    values = tf.reshape(tf.gather(table, tf.cast(as_bytes, tf.int32)), [-1])
+    if values.shape[0] != count:
+        values = values[:count]
+    return tf.reshape(values, shape)

@@ -124,26 +124,12 @@ class _Builder:
         """An int32 zero that depends on the input, so constants meeting it stay packed."""
         return tf.bitwise.right_shift(tf.shape(self._input)[0], 31)
 
-    def _table(self, zero_low):
-        """[256, 8] float table: row b holds the eight levels of the bits of byte b."""
-        if zero_low not in self._table_cache:
-            values = tf.range(256 + self._zero())[:, None]
-            shifts = tf.range(8)[None, :]
-            bit = tf.bitwise.right_shift(values, shifts) - 2 * tf.bitwise.right_shift(
-                values, shifts + 1)
-            bit = tf.cast(bit, tf.float32)
-            self._table_cache[zero_low] = bit if zero_low else 2.0 * bit - 1.0
-        return self._table_cache[zero_low]
-
     def _unpack(self, words, count, shape, zero_low):
-        """The kernel of `shape` from packed int32 words, as float32 levels."""
+        """The kernel of `shape` from packed words, meeting run-time data first."""
         live = tf.bitwise.bitwise_xor(tf.constant(words), self._zero())
-        as_bytes = tf.reshape(tf.bitcast(live, tf.uint8), [-1])
-        values = tf.reshape(tf.gather(self._table(zero_low), tf.cast(as_bytes, tf.int32)),
-                            [-1])
-        if values.shape[0] != count:
-            values = values[:count]
-        return tf.reshape(values, shape)
+        if zero_low not in self._table_cache:
+            self._table_cache[zero_low] = bitlib.byte_table(self._zero(), zero_low)
+        return bitlib.unpack_bits_tf(live, count, shape, self._table_cache[zero_low])
 
     # --- layers --------------------------------------------------------------------------
 
@@ -170,7 +156,7 @@ class _Builder:
             if binary:
                 bits, low, high = bitlib.kernel_bits(layer.kernel_quantizer, kernel)
             elif getattr(layer, "kernel_quantizer", None) is not None:
-                kernel = np.asarray(layer.quantized_kernel(training=False))
+                kernel = np.asarray(layer.quantize_kernel(training=False))
         if binary:
             w, scale = self._binary_kernel(layer, bits, low, high, layout)
         else:
@@ -182,7 +168,7 @@ class _Builder:
                                 else (channels,)).reshape(-1).astype(np.float64)
 
         if input_quantizer is not None:
-            x = input_quantizer(x, training=False)
+            x = layer.quantize_input(x, training=False)
         if depthwise:
             y = tf.nn.depthwise_conv2d(x, w, (1, *layer.strides, 1), layer.padding.upper(),
                                        dilations=layer.dilation_rate)
@@ -224,13 +210,12 @@ class _Builder:
             else:  # the converter stores this constant as int8
                 layout.int8_values += levels.size
             return tf.constant(levels), high
-        # Export layouts: dense [N, K], conv [O, kh, kw, I], depthwise [kh, kw, C, M].
         if isinstance(layer, keras.layers.Dense):
-            order = (1, 0)
+            order = bitlib.EXPORT_AXES["dense"]
         elif isinstance(layer, keras.layers.DepthwiseConv2D):
-            order = (0, 1, 2, 3)
+            order = bitlib.EXPORT_AXES["depthwise"]
         else:
-            order = (3, 0, 1, 2)
+            order = bitlib.EXPORT_AXES["conv"]
         export_bits = np.transpose(bits, order)
         layout.packed_bits = int(export_bits.size)
         unpacked = self._unpack(bitlib.pack_bits(export_bits), export_bits.size,
