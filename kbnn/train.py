@@ -161,26 +161,41 @@ def _builder_arguments(builder, model_args):
             if k not in ("seed", "weights", "name")}
 
 
-def _write_atomically(path, write):
-    """Call write(tmp_path), then rename onto `path`: no half-written outputs."""
-    path = pathlib.Path(path)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        tmp_path = pathlib.Path(tmp) / path.name
-        write(tmp_path)
-        tmp_path.replace(path)
+def _write_outputs(out, writers):
+    """Write every `suffix -> write(path)` into a temporary directory beside `out`,
+    then rename them all into place: a failure leaves no partial set of files."""
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        staged = {}
+        for suffix, write in writers.items():
+            staged[suffix] = pathlib.Path(tmp) / (out.name + suffix)
+            write(staged[suffix])
+        for suffix, path in staged.items():
+            path.replace(out.with_suffix(suffix))
 
 
-def train_and_save(builder, model_args, out, *, epochs=30, batch_size=100, lr=3e-3,
+def _is_chief(strategy):
+    """Whether this process writes the outputs (the chief, or worker 0 without one)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return (resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, lr=3e-3,
                    seed=0, data_dir=None, validation_size=5000, distribute=None,
                    flip=False, shift=0, jit_compile=False, verbose=1):
     """Train a zoo model and write OUT.keras, OUT.json and OUT.png; return the metrics.
 
-    With `validation_size=0` it trains on all training images and keeps the
+    `out` defaults to saved_models/<model name>. `distribute` is None, "mirrored",
+    "multi_worker" or a `tf.distribute.Strategy`; with several workers only the
+    chief writes. With `validation_size=0` it trains on all training images and keeps the
     last epoch: the second stage of a recipe whose settings (epochs included)
     were chosen on a validation run.
     """
-    out = pathlib.Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    strategy = _strategy(distribute)  # first: multi-worker collectives need it at startup
     keras.utils.set_random_seed(seed)
     if "binarization" in model_args and model_args.get("seed") is None:
         model_args = {**model_args, "seed": seed}
@@ -194,8 +209,9 @@ def train_and_save(builder, model_args, out, *, epochs=30, batch_size=100, lr=3e
     test = load_fashion_mnist("test", data_dir=data_dir, batch_size=1000)
 
     model, history, seconds, best_epoch = fit_model(
-        builder, model_args, train, val, epochs=epochs, lr=lr, distribute=distribute,
+        builder, model_args, train, val, epochs=epochs, lr=lr, distribute=strategy,
         jit_compile=jit_compile, verbose=verbose)
+    out = pathlib.Path(out or zoo.models_dir() / model.name)
     test_loss, test_accuracy = model.evaluate(test, verbose=0)
     bits = kbnn.summary(model, print_fn=None)
     saved_args = _builder_arguments(builder, model_args)
@@ -222,12 +238,15 @@ def train_and_save(builder, model_args, out, *, epochs=30, batch_size=100, lr=3e
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
                      "keras": keras.__version__, "kbnn": kbnn.__version__},
     }
-    _write_atomically(out.with_suffix(".keras"), model.save)
-    _write_atomically(out.with_suffix(".png"),
-                      lambda p: _plot(history.history, p, f"{out.name}: test accuracy "
-                                      f"{100 * test_accuracy:.2f}%"))
-    _write_atomically(out.with_suffix(".json"),
-                      lambda p: p.write_text(json.dumps(metrics, indent=1) + "\n"))
+    metrics["out"] = str(out)
+    if _is_chief(strategy):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        title = f"{out.name}: test accuracy {100 * test_accuracy:.2f}%"
+        _write_outputs(out, {
+            ".keras": model.save,
+            ".png": lambda p: _plot(history.history, p, title),
+            ".json": lambda p: p.write_text(json.dumps(metrics, indent=1) + "\n"),
+        })
     return metrics
 
 
@@ -271,19 +290,18 @@ def main(argv=None):
                "input_dropout": "input_dropout"}
     model_args = {arg: getattr(args, opt) for opt, arg in options.items()
                   if getattr(args, opt) is not None}
-    builder = zoo.BUILDERS[args.model]
-    try:
-        name = builder(**model_args).name  # also checks the options fit the model
+    try:  # check the options fit the model without building it
+        inspect.signature(zoo.BUILDERS[args.model]).bind(**model_args)
     except TypeError as error:
         _parser().error(f"{args.model} does not take that option ({error}).")
-    out = args.out or str(zoo.models_dir() / name)
     metrics = train_and_save(
-        args.model, model_args, out, epochs=args.epochs, batch_size=args.batch_size,
+        args.model, model_args, args.out, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, data_dir=args.data_dir,
         validation_size=args.validation_size, distribute=args.distribute,
         flip=args.flip, shift=args.shift, jit_compile=args.jit_compile, verbose=0 if args.quiet else 1)
     print(f"{metrics['name']}: test accuracy {100 * metrics['test_accuracy']:.2f}% "
-          f"(best epoch {metrics['best_epoch']}/{args.epochs}); wrote {out}.keras/.json/.png")
+          f"(best epoch {metrics['best_epoch']}/{args.epochs}); "
+          f"wrote {metrics['out']}.keras/.json/.png")
     return 0
 
 

@@ -88,3 +88,37 @@ def test_without_validation_trains_on_everything_and_keeps_the_last_epoch(
     assert metrics["best_epoch"] == 2 and metrics["best_val_accuracy"] is None
     assert "val_accuracy" not in metrics["history"]
     assert (tmp_path / "all.png").exists()
+
+
+def test_default_output_is_the_models_dir_and_bad_options_fail(tmp_path, tiny_fashion_mnist,
+                                                               monkeypatch, capsys):
+    monkeypatch.setenv("KBNN_MODELS_DIR", str(tmp_path / "released"))
+    assert train.main(["float_mlp", "--hidden", "8", "--epochs", "1", "--quiet",
+                       "--data-dir", str(tiny_fashion_mnist), "--validation-size", "50"]) == 0
+    assert sorted(p.name for p in (tmp_path / "released").iterdir()) == [
+        "float_mlp_8.json", "float_mlp_8.keras", "float_mlp_8.png"]
+    with pytest.raises(SystemExit):
+        train.main(["float_mlp", "--binarization", "stochastic"])
+    assert "float_mlp does not take that option" in capsys.readouterr().err
+
+
+def test_only_the_chief_writes():
+    import tensorflow as tf
+
+    class Resolver:
+        def __init__(self, task_type, task_id, cluster):
+            self.task_type, self.task_id, self._cluster = task_type, task_id, cluster
+
+        def cluster_spec(self):
+            return tf.train.ClusterSpec(self._cluster)
+
+    class Strategy:
+        def __init__(self, *args):
+            self.cluster_resolver = Resolver(*args)
+
+    workers = {"worker": ["a:1", "b:1"]}
+    assert train._is_chief(tf.distribute.get_strategy())
+    assert train._is_chief(Strategy("worker", 0, workers))
+    assert not train._is_chief(Strategy("worker", 1, workers))
+    assert not train._is_chief(Strategy("worker", 0, {**workers, "chief": ["c:1"]}))
+    assert train._is_chief(Strategy("chief", 0, {**workers, "chief": ["c:1"]}))
