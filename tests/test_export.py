@@ -236,3 +236,23 @@ def test_cli_writes_nothing_when_verification_fails(saved_bnn, monkeypatch, caps
     monkeypatch.setattr(verify, "run_tflite", lambda tflite, x: np.zeros((len(x), 10)))
     assert_fails(["--tflite", str(saved_bnn), "--verify-samples", "8"], capsys,
                  "disagrees with Keras", saved_bnn.parent)
+
+
+def test_cli_int8_mode_verifies_a_trained_model(tmp_path, tiny_fashion_mnist, capsys):
+    from kbnn.train import train_and_save
+
+    train_and_save("bnn_mlp", {"hidden_units": (64,)}, tmp_path / "bnn", epochs=3,
+                   batch_size=20, lr=0.01, data_dir=tiny_fashion_mnist, validation_size=50,
+                   verbose=0)
+    out = tmp_path / "bnn_int8.tflite"
+    assert export_main(["--tflite", str(tmp_path / "bnn.keras"), "--weights", "int8", "-o",
+                        str(out), "--verify-data", str(tiny_fashion_mnist)]) == 0
+    assert "top-1 where the margin > 1" in capsys.readouterr().out
+    assert len(out.read_bytes()) < len(to_tflite(keras.models.load_model(
+        tmp_path / "bnn.keras"), weights="float")) / 3
+
+
+def test_cli_rejects_zero_samples(saved_bnn, capsys):
+    with pytest.raises(SystemExit):
+        export_main(["--tflite", str(saved_bnn), "--verify-samples", "0"])
+    assert "give a number of inputs >= 1" in capsys.readouterr().err

@@ -16,7 +16,16 @@ import zipfile
 
 import numpy as np
 
+from kbnn.export.graph import WEIGHT_MODES
+
 EXIT_ERROR = 1
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give a number of inputs >= 1")
+    return value
 
 
 def _parser():
@@ -26,15 +35,14 @@ def _parser():
     parser.add_argument("--tflite", action="store_true", required=True,
                         help="export to TFLite (the only format so far)")
     parser.add_argument("-o", "--output", help="output path (default: MODEL.tflite)")
-    parser.add_argument("--weights", choices=["packed", "float", "int8"], default="packed",
+    parser.add_argument("--weights", choices=WEIGHT_MODES, default="packed",
                         help="how binary kernels are stored: packed 1 bit each (default), "
                         "float32, or int8 (bigger files, faster on the stock runtime)")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--verify-data", metavar="DIR",
+    parser.add_argument("--verify-data", metavar="DIR",
                         help="Fashion-MNIST IDX directory for verification inputs "
-                        "(default: $KBNN_DATA_DIR)")
-    source.add_argument("--verify-samples", type=int, metavar="N",
-                        help="verify on N inputs (random ones if no data directory)")
+                        "(default: $KBNN_DATA_DIR; without one, random inputs)")
+    parser.add_argument("--verify-samples", type=_positive, default=1000, metavar="N",
+                        help="verify on N inputs")
     parser.add_argument("--report", action="store_true",
                         help="print per-layer storage, file size and the size floor")
     return parser
@@ -48,9 +56,9 @@ def _verification_inputs(model, data_dir, samples):
         from kbnn.data import load_fashion_mnist
 
         images, _ = load_fashion_mnist("test", data_dir=data_dir, as_numpy=True)
-        return images[: samples or 1000], "Fashion-MNIST test images"
+        return images[:samples], "Fashion-MNIST test images"
     rng = np.random.default_rng(0)
-    return rng.random((samples or 1000, *shape), np.float32), "random inputs in [0, 1)"
+    return rng.random((samples, *shape), np.float32), "random inputs in [0, 1)"
 
 
 def _load(path):
@@ -72,9 +80,10 @@ def _load(path):
 def main(argv=None):
     args = _parser().parse_args(argv)
     output = args.output or os.path.splitext(args.model)[0] + ".tflite"
-    try:
-        from kbnn.export import ExportError, export_tflite, verify, write_atomically
+    from kbnn.export import ExportError, export_tflite, verify, write_atomically
 
+    try:
+        verify.require_litert()
         out_dir = os.path.dirname(os.path.abspath(output))
         if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
             raise PermissionError(f"cannot write {output}: directory {out_dir} does not "
@@ -92,7 +101,7 @@ def main(argv=None):
         if args.report:
             print(result.report())
         write_atomically(output, result.tflite)
-    except (ExportError, verify.VerificationError, ValueError, OSError) as error:
+    except (ExportError, verify.VerificationError, ValueError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         print("nothing written.", file=sys.stderr)
         return EXIT_ERROR

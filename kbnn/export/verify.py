@@ -10,24 +10,36 @@ import dataclasses
 import numpy as np
 
 __all__ = ["LOGIT_ATOL", "LOGIT_RTOL", "VerificationError", "Verification", "run_tflite",
-           "op_names", "custom_ops", "compare"]
+           "op_names", "custom_ops", "compare", "require_litert"]
 
 # Keras and LiteRT add the same +-1 terms in a different order and apply the folded
 # batch norm as one multiply-add: logits agree to float32 rounding, scaled by their size.
 LOGIT_RTOL = 1e-4
 LOGIT_ATOL = 1e-3
-# int8 weights with dynamic-range quantization also quantize activations at run time.
-INT8_RTOL, INT8_ATOL = 0.05, 0.25
+# int8 weights with dynamic-range quantization also quantize activations at run time:
+# logits move by up to a few tenths, so top-1 is only required to agree where Keras'
+# top-1 logit leads the runner-up by more than INT8_MARGIN.
+INT8_RTOL, INT8_ATOL, INT8_MARGIN = 0.05, 0.25, 1.0
 
 
 class VerificationError(RuntimeError):
     """The exported file disagrees with the Keras model, or does not run on LiteRT."""
 
 
-def _interpreter(tflite_bytes, num_threads=1):
-    from ai_edge_litert.interpreter import Interpreter
+def require_litert():
+    """Import LiteRT, or raise ImportError saying how to install it."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as error:
+        raise ImportError(
+            "Running exported files needs the LiteRT runtime: pip install ai-edge-litert "
+            "(or pip install -e '.[export]')."
+        ) from error
+    return Interpreter
 
-    return Interpreter(model_content=tflite_bytes, num_threads=num_threads)
+
+def _interpreter(tflite_bytes, num_threads=1):
+    return require_litert()(model_content=tflite_bytes, num_threads=num_threads)
 
 
 def op_names(tflite_bytes):
@@ -83,7 +95,9 @@ def compare(model, tflite_bytes, inputs, weights="packed"):
     """Check LiteRT against `model.predict` on `inputs`; raise VerificationError if off.
 
     Top-1 predictions must agree on every input and logits within
-    `LOGIT_RTOL * |keras| + LOGIT_ATOL` (looser for int8 weights).
+    `LOGIT_RTOL * |keras| + LOGIT_ATOL`. For int8 weights the logit
+    tolerance is INT8_RTOL / INT8_ATOL and top-1 must agree on every input
+    whose Keras top-1 leads by more than INT8_MARGIN.
     """
     inputs = np.asarray(inputs, np.float32)
     expected = model.predict(inputs, verbose=0, batch_size=256)
@@ -93,11 +107,15 @@ def compare(model, tflite_bytes, inputs, weights="packed"):
         raise VerificationError(f"LiteRT could not run the exported model: {error}") from error
     rtol, atol = (INT8_RTOL, INT8_ATOL) if weights == "int8" else (LOGIT_RTOL, LOGIT_ATOL)
     diff = np.abs(actual - expected)
-    agreement = float(np.mean(actual.argmax(-1) == expected.argmax(-1)))
-    result = Verification(len(inputs), agreement, float(diff.max()),
+    agree = actual.argmax(-1) == expected.argmax(-1)
+    result = Verification(len(inputs), float(np.mean(agree)), float(diff.max()),
                           f"rtol {rtol:g}, atol {atol:g}")
+    if weights == "int8":
+        top2 = np.sort(expected, axis=-1)[:, -2:]
+        agree |= top2[:, 1] - top2[:, 0] <= INT8_MARGIN
+        result.tolerance += f", top-1 where the margin > {INT8_MARGIN:g}"
     bad = diff > rtol * np.abs(expected) + atol
-    if agreement < 1.0 or bad.any():
+    if not agree.all() or bad.any():
         worst = np.unravel_index(np.argmax(diff), diff.shape)
         raise VerificationError(
             f"Exported model disagrees with Keras: {result}; {int(bad.any(-1).sum())} inputs "
