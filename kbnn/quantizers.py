@@ -247,7 +247,7 @@ class _SignQuantizer(BinaryQuantizer):
 class SteSign(_SignQuantizer):
     """`ste_sign` as a serializable quantizer.
 
-    >>> kbnn.quantizers.SteSign(clip_value=None)([-1.0, 0.0]).numpy()
+    >>> kbnn.quantizers.SteSign(clip_value=None)(np.array([-1.0, 0.0])).numpy()
     array([-1.,  1.], dtype=float32)
     """
 
@@ -264,7 +264,7 @@ class StochasticSign(_SignQuantizer):
     or unset: `predict`, `evaluate`, export) it is the deterministic sign.
 
     >>> q = kbnn.quantizers.StochasticSign(seed=1)
-    >>> q([0.0, 0.3], training=False).numpy()
+    >>> q(np.array([0.0, 0.3], "float32"), training=False).numpy()
     array([1., 1.], dtype=float32)
     """
 

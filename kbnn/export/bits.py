@@ -4,7 +4,7 @@
 >>> from kbnn.export.bits import pack_bits, unpack_bits
 >>> words = pack_bits(np.array([1, 0, 1, 1, 0, 0, 0, 0, 1], bool))
 >>> words.dtype, words.shape, [hex(w) for w in words]
-(dtype('<i4'), (1,), ['0x10d'])
+(dtype('int32'), (1,), ['0x10d'])
 >>> unpack_bits(words, 9).astype(int).tolist()
 [1, 0, 1, 1, 0, 0, 0, 0, 1]
 
