@@ -161,6 +161,14 @@ def _builder_arguments(builder, model_args):
             if k not in ("seed", "weights", "name")}
 
 
+def inference_copy(model):
+    """An uncompiled copy of `model` with its weights: saved without optimizer state,
+    so a released .keras file holds the model alone (a third of an Adam-compiled one)."""
+    copy = type(model).from_config(model.get_config())  # clone_model keeps compile state
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _write_outputs(out, writers):
     """Write every `suffix -> write(path)` into a temporary directory beside `out`,
     then rename them all into place: a failure leaves no partial set of files."""
@@ -243,7 +251,7 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
         out.parent.mkdir(parents=True, exist_ok=True)
         title = f"{out.name}: test accuracy {100 * test_accuracy:.2f}%"
         _write_outputs(out, {
-            ".keras": model.save,
+            ".keras": inference_copy(model).save,
             ".png": lambda p: _plot(history.history, p, title),
             ".json": lambda p: p.write_text(json.dumps(metrics, indent=1) + "\n"),
         })

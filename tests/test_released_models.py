@@ -26,6 +26,12 @@ def test_recorded_test_accuracy(metrics_path, fashion_mnist_dir):
     assert (ROOT / "zoo" / "recipes" / f"{metrics['name']}.sh").exists()
 
 
+def test_models_are_released():
+    assert RELEASED, "saved_models/ holds no released model"
+    for path in RELEASED:
+        assert path.with_suffix(".keras").stat().st_size < 8 * 2**20
+
+
 def test_zoo_readme_table_is_generated_from_the_metrics():
     check = subprocess.run([sys.executable, str(ROOT / "zoo" / "results_table.py"), "--check"],
                            capture_output=True, text=True)

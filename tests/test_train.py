@@ -122,3 +122,18 @@ def test_only_the_chief_writes():
     assert not train._is_chief(Strategy("worker", 1, workers))
     assert not train._is_chief(Strategy("worker", 0, {**workers, "chief": ["c:1"]}))
     assert train._is_chief(Strategy("chief", 0, {**workers, "chief": ["c:1"]}))
+
+
+def test_released_file_holds_no_optimizer_state(tmp_path, tiny_fashion_mnist):
+    import io
+    import zipfile
+
+    import h5py
+
+    train.train_and_save("bnn_mlp", {"hidden_units": (16,)}, tmp_path / "m", epochs=1,
+                         data_dir=tiny_fashion_mnist, validation_size=50, verbose=0)
+    model = keras.models.load_model(tmp_path / "m.keras")
+    assert getattr(model, "optimizer", None) is None
+    with zipfile.ZipFile(tmp_path / "m.keras") as archive:
+        weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")))
+        assert "optimizer" not in weights and "layers" in weights
