@@ -1,12 +1,12 @@
 """kbnn: binary neural networks on Keras 3.
 
->>> import kbnn
+>>> import keras, kbnn
 >>> model = keras.Sequential([
 ...     keras.Input((784,)),
 ...     kbnn.layers.QuantDense(128, kernel_quantizer="ste_sign",
 ...                            kernel_constraint="weight_clip"),
 ... ])
->>> kbnn.summary(model).memory_bytes
+>>> kbnn.summary(model, print_fn=None).memory_bytes
 13056.0
 
 Modules: `quantizers`, `layers`, `constraints`, `summary`, `data`

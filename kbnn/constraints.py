@@ -1,6 +1,6 @@
 """Weight constraints for binary networks.
 
->>> import kbnn
+>>> import numpy as np, kbnn
 >>> layer = kbnn.layers.QuantDense(8, kernel_quantizer="ste_sign",
 ...                                kernel_constraint="weight_clip")
 >>> kbnn.constraints.WeightClip(0.5)(np.array([-2.0, 0.2, 3.0])).numpy()

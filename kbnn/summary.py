@@ -7,7 +7,7 @@
 ...     kbnn.layers.QuantDense(10, input_quantizer="ste_sign",
 ...                            kernel_quantizer="ste_sign"),
 ... ])
->>> s = kbnn.summary(model)          # prints the table, returns the numbers
+>>> s = kbnn.summary(model, print_fn=None)   # print_fn=print (default) prints the table
 >>> s.params_1bit, s.params_32bit, s.memory_bytes
 (101632, 10, 12744.0)
 
@@ -143,8 +143,8 @@ def _leaf_layers(model):
 def summary(model, print_fn=print):
     """Print the bit-level table of a built model and return its `ModelSummary`.
 
-    >>> s = kbnn.summary(model, print_fn=None)   # numbers only
-    >>> s.layers[0].params_1bit
+    >>> kbnn.summary(model, print_fn=None).layers[0].params_1bit
+    100352
 
     Pass `print_fn=None` to get the numbers without printing.
     """
