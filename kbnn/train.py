@@ -124,7 +124,7 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
     timer, best = EpochTimer(), KeepBest()
     callbacks = [timer] if val is None else [timer, best]
     history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
-                        verbose=verbose)
+                        verbose=verbose, shuffle=False)  # the dataset shuffles itself
     return model, history, timer.seconds, epochs if val is None else best.best_epoch
 
 
