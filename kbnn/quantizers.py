@@ -128,8 +128,9 @@ def stochastic_sign(x, seed, clip_value=1.0):
 
     @tf.custom_gradient
     def _stochastic_sign(x):
-        # u < p is true with probability p for u ~ U[0, 1); sign() keeps +-1.
-        out = tf.where(noise < hard_sigmoid(x), tf.ones_like(x), -tf.ones_like(x))
+        # u < p is true with probability p for u ~ U[0, 1).
+        out = tf.where(noise < hard_sigmoid(x), tf.constant(1, x.dtype),
+                       tf.constant(-1, x.dtype))
         return out, lambda dy: _clipped_gradient(x, dy, clip_value)
 
     return _stochastic_sign(x)
