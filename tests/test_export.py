@@ -59,6 +59,7 @@ def random_model(seed):
     offset, +-1 sums are often exactly 0 before the next sign, and such ties
     resolve by float rounding, differently in Keras and in any other program.
     """
+    keras.utils.set_random_seed(seed)  # kernels too: each seed is one fixed model
     rng = np.random.default_rng(seed)
     pick = lambda options: options[rng.integers(len(options))]  # noqa: E731
     size = int(rng.integers(5, 10))
@@ -126,13 +127,14 @@ def test_packed_file_is_near_the_floor_and_stores_words():
 
 @pytest.mark.parametrize("weights", ["float", "int8"])
 def test_other_weight_modes(weights):
+    keras.utils.set_random_seed(0)  # a fixed model: the int8 error depends on the weights
     model = kbnn.zoo.bnn_mlp((64,))
     randomize_batch_norms(model, np.random.default_rng(1))
     x = np.random.default_rng(2).random((50, 28, 28, 1)).astype("float32")
     tflite = to_tflite(model, weights=weights)
     logits = verify.run_tflite(tflite, x)
     expected = model.predict(x, verbose=0)
-    tolerance = 1e-3 if weights == "float" else 0.5
+    tolerance = 1e-3 if weights == "float" else 0.15
     np.testing.assert_allclose(logits, expected, atol=tolerance * np.abs(expected).max())
 
 

@@ -33,14 +33,12 @@ class ExportResult:
     @property
     def floor_bytes(self):
         """Binary weights / 8 + 4 bytes per float value left after folding (+ int8 bytes)."""
-        return sum(l.packed_bits / 8 + 4 * l.float_values + l.int8_values
-                   for l in self.layouts)
+        return sum(l.bits for l in self.layouts) / 8
 
     def report(self):
         rows = [("layer", "kind", "weights", "bits stored", "bytes", "folded")]
         for l in self.layouts:
-            stored = l.packed_bits + 32 * l.float_values + 8 * l.int8_values
-            rows.append((l.name, l.kind, f"{l.weights:,}", f"{stored:,}", f"{l.bytes:,}",
+            rows.append((l.name, l.kind, f"{l.weights:,}", f"{l.bits:,}", f"{l.bytes:,}",
                          l.folded))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) if i in (0, 1, 5) else c.rjust(w)

@@ -1,4 +1,4 @@
-"""`python -m kbnn.export --tflite MODEL.keras [-o OUT.tflite] [--verify-data DIR | --verify-samples N] [--report]`
+"""`python -m kbnn.export --tflite MODEL.keras [-o OUT.tflite] [--weights MODE] [--verify-data DIR] [--verify-samples N] [--report]`
 
 Converts a saved Keras model to a `.tflite` file whose binary kernels are
 packed 1 bit per weight and which runs on the stock LiteRT runtime, then

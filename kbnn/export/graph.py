@@ -52,9 +52,15 @@ class LayerLayout:
     folded: str = ""            # the batch norm folded into this layer, if any
 
     @property
+    def bits(self):
+        """Bits of payload stored: 1 per packed weight, 32 per float, 8 per int8 value."""
+        return self.packed_bits + 32 * self.float_values + 8 * self.int8_values
+
+    @property
     def bytes(self):
-        return (-(-self.packed_bits // bitlib.WORD_BITS) * 4 + 4 * self.float_values
-                + self.int8_values)
+        """Payload bytes as stored (packed bits rounded up to whole int32 words)."""
+        words = -(-self.packed_bits // bitlib.WORD_BITS)
+        return (self.bits - self.packed_bits) // 8 + 4 * words
 
 
 # Layers exported by calling the Keras layer itself in inference mode: their
