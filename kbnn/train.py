@@ -30,6 +30,7 @@ import tensorflow as tf
 import kbnn
 from kbnn import zoo
 from kbnn.data import load_fashion_mnist
+from kbnn.distill import Distiller
 
 __all__ = ["fit_model", "train_and_save", "main"]
 
@@ -103,17 +104,22 @@ def augment(dataset, flip=True, shift=0, seed=None):
 
 
 def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
-              jit_compile=False, verbose=1):
+              jit_compile=False, teacher=None, alpha=0.5, temperature=2.0, verbose=1):
     """Build `zoo.BUILDERS[builder](**model_args)`, compile and fit it.
 
     Adam with a cosine decay of the learning rate to 0, cross-entropy on
     logits, and the best-validation epoch restored (the last epoch when `val`
-    is None). Returns the model, its `History`, the per-epoch seconds and the
-    kept epoch.
+    is None). With a `teacher` (a model or a .keras path) the loss also pulls
+    the model towards the teacher's softened logits (`kbnn.distill`). Returns
+    the model, its `History`, the per-epoch seconds and the kept epoch.
     """
     steps = int(train.cardinality())
     with _strategy(distribute).scope():
-        model = zoo.BUILDERS[builder](**model_args)
+        model = student = zoo.BUILDERS[builder](**model_args)
+        if teacher is not None:
+            if not isinstance(teacher, keras.Model):
+                teacher = keras.saving.load_model(teacher, compile=False)
+            model = Distiller(student, teacher, alpha=alpha, temperature=temperature)
         schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps)
         model.compile(
             keras.optimizers.Adam(schedule),
@@ -125,7 +131,10 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
     callbacks = [timer] if val is None else [timer, best]
     history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
                         verbose=verbose, shuffle=False)  # the dataset shuffles itself
-    return model, history, timer.seconds, epochs if val is None else best.best_epoch
+    if student is not model:  # evaluate the student as it is saved: on its own
+        with _strategy(distribute).scope():
+            student.compile(loss=model.loss, metrics=["accuracy"])
+    return student, history, timer.seconds, epochs if val is None else best.best_epoch
 
 
 def _plot(history, path, title):
@@ -194,12 +203,14 @@ def _is_chief(strategy):
 
 def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, lr=3e-3,
                    seed=0, data_dir=None, validation_size=5000, distribute=None,
-                   flip=False, shift=0, jit_compile=False, verbose=1):
+                   flip=False, shift=0, jit_compile=False, teacher=None, alpha=0.5,
+                   temperature=2.0, verbose=1):
     """Train a zoo model and write OUT.keras, OUT.json and OUT.png; return the metrics.
 
     `out` defaults to saved_models/<model name>. `distribute` is None, "mirrored",
     "multi_worker" or a `tf.distribute.Strategy`; with several workers only the
-    chief writes. With `validation_size=0` it trains on all training images and keeps the
+    chief writes. `teacher` (a .keras path) distills it into the model
+    (`fit_model`). With `validation_size=0` it trains on all training images and keeps the
     last epoch: the second stage of a recipe whose settings (epochs included)
     were chosen on a validation run.
     """
@@ -218,7 +229,8 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
 
     model, history, seconds, best_epoch = fit_model(
         builder, model_args, train, val, epochs=epochs, lr=lr, distribute=strategy,
-        jit_compile=jit_compile, verbose=verbose)
+        jit_compile=jit_compile, teacher=teacher, alpha=alpha, temperature=temperature,
+        verbose=verbose)
     out = pathlib.Path(out or zoo.models_dir() / model.name)
     test_loss, test_accuracy = model.evaluate(test, verbose=0)
     bits = kbnn.summary(model, print_fn=None)
@@ -231,7 +243,10 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
                          validation_size=validation_size,
                          distribute=distribute if isinstance(distribute, (str, type(None)))
                          else type(distribute).__name__,
-                         flip=flip, shift=shift, jit_compile=jit_compile),
+                         flip=flip, shift=shift, jit_compile=jit_compile,
+                         distillation=None if teacher is None else dict(
+                             teacher=pathlib.Path(teacher).name, alpha=alpha,
+                             temperature=temperature)),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "best_epoch": best_epoch,
@@ -283,6 +298,11 @@ def _parser():
                         "MultiWorkerMirroredStrategy (machines from TF_CONFIG)")
     parser.add_argument("--flip", action="store_true", help="augment: random h-flips")
     parser.add_argument("--shift", type=int, default=0, help="augment: random shifts (px)")
+    parser.add_argument("--teacher", help="distill from this .keras model (e.g. the float twin)")
+    parser.add_argument("--alpha", type=float, default=0.5,
+                        help="weight of the distillation term (with --teacher)")
+    parser.add_argument("--temperature", type=float, default=2.0,
+                        help="softmax temperature of the distillation term (with --teacher)")
     parser.add_argument("--jit", dest="jit_compile", action="store_true",
                         help="XLA-compile the training step (slower on CPU here)")
     parser.add_argument("--out", help="output path without suffix "
@@ -306,7 +326,8 @@ def main(argv=None):
         args.model, model_args, args.out, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, data_dir=args.data_dir,
         validation_size=args.validation_size, distribute=args.distribute,
-        flip=args.flip, shift=args.shift, jit_compile=args.jit_compile, verbose=0 if args.quiet else 1)
+        flip=args.flip, shift=args.shift, jit_compile=args.jit_compile, teacher=args.teacher,
+        alpha=args.alpha, temperature=args.temperature, verbose=0 if args.quiet else 1)
     print(f"{metrics['name']}: test accuracy {100 * metrics['test_accuracy']:.2f}% "
           f"(best epoch {metrics['best_epoch']}/{args.epochs}); "
           f"wrote {metrics['out']}.keras/.json/.png")

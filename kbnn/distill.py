@@ -1,0 +1,72 @@
+"""Knowledge distillation: train a student (a BNN) to match a teacher's soft predictions.
+
+>>> import keras
+>>> from kbnn.distill import Distiller
+>>> from kbnn.zoo import bnn_mlp, float_mlp
+>>> distiller = Distiller(bnn_mlp((128,)), teacher=float_mlp((128,)), alpha=0.5, temperature=2.0)
+>>> distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+...                   metrics=["accuracy"])
+>>> distiller.student.name   # after distiller.fit(...), use or save the student alone
+'bnn_mlp_128_deterministic'
+
+The loss while training is `(1 - alpha) * compiled_loss(labels, student)
++ alpha * temperature**2 * KL(softmax(teacher / T) || softmax(student / T))`
+(Hinton et al., 2015); the teacher runs in inference mode and is never
+trained. Evaluation and prediction use the student alone, so validation
+numbers mean the same as without distillation.
+"""
+
+import keras
+from keras import ops
+
+__all__ = ["Distiller", "distillation_loss"]
+
+
+def distillation_loss(teacher_logits, student_logits, temperature):
+    """Mean KL divergence between the temperature-softened predictions, times T^2.
+
+    >>> from keras import ops
+    >>> float(distillation_loss(ops.array([[1.0, 2.0]]), ops.array([[1.0, 2.0]]), 2.0))
+    0.0
+
+    The T^2 factor keeps the gradient scale independent of the temperature.
+    """
+    teacher = ops.softmax(ops.divide(teacher_logits, temperature), axis=-1)
+    log_teacher = ops.log_softmax(ops.divide(teacher_logits, temperature), axis=-1)
+    log_student = ops.log_softmax(ops.divide(student_logits, temperature), axis=-1)
+    kl = ops.sum(teacher * (log_teacher - log_student), axis=-1)
+    return ops.mean(kl) * temperature**2
+
+
+class Distiller(keras.Model):
+    """A student model trained against its labels and a frozen teacher's soft logits.
+
+    Both models map the same inputs to logits of the same classes. Calling the
+    distiller calls the student; `distiller.student` is the trained model.
+    """
+
+    def __init__(self, student, teacher, alpha=0.5, temperature=2.0, **kwargs):
+        super().__init__(name=kwargs.pop("name", f"{student.name}_distiller"), **kwargs)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha={alpha}: the weight of the distillation term must be "
+                             f"in [0, 1] (0 = labels only, 1 = teacher only).")
+        if temperature <= 0:
+            raise ValueError(f"temperature={temperature}: use a positive temperature "
+                             f"(1 = the teacher's own probabilities; 2-4 is usual).")
+        if student.output_shape != teacher.output_shape:
+            raise ValueError(f"Student {student.name!r} outputs {student.output_shape} but "
+                             f"teacher {teacher.name!r} outputs {teacher.output_shape}; "
+                             f"distillation needs logits of the same classes.")
+        self.student, self.teacher = student, teacher
+        self.teacher.trainable = False
+        self.alpha, self.temperature = float(alpha), float(temperature)
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        if not training or self.alpha == 0.0:
+            return loss
+        soft = distillation_loss(self.teacher(x, training=False), y_pred, self.temperature)
+        return (1.0 - self.alpha) * loss + self.alpha * soft
