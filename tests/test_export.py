@@ -19,7 +19,7 @@ INPUT = [q for q in BINARY if q != "magnitude_aware_sign"]  # its scale spans th
 EXPECTED_OPS = {"ABS", "ADD", "BITCAST", "BITWISE_XOR", "CAST", "CONV_2D",
                 "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "GATHER", "GREATER", "GREATER_EQUAL",
                 "MEAN", "MUL", "RANGE", "RESHAPE", "RIGHT_SHIFT", "SELECT", "SELECT_V2",
-                "SHAPE", "STRIDED_SLICE", "SUB", "TRANSPOSE", "MAX_POOL_2D", "RELU", "PAD",
+                "SHAPE", "STRIDED_SLICE", "SUB", "SUM", "TRANSPOSE", "MAX_POOL_2D", "RELU", "PAD",
                 "DEQUANTIZE", "PACK", "BROADCAST_TO", "FILL", "CONCATENATION", "ZEROS_LIKE"}
 
 
@@ -266,3 +266,48 @@ def test_cli_rejects_zero_samples(saved_bnn, capsys):
     with pytest.raises(SystemExit):
         export_main(["--tflite", str(saved_bnn), "--verify-samples", "0"])
     assert "give a number of inputs >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_models_agree_with_xor_popcount_dense_layers(seed, monkeypatch):
+    from kbnn.export import graph
+
+    monkeypatch.setattr(graph, "XOR_POPCOUNT_MIN_WEIGHTS", 0)  # every eligible dense layer
+    model, x = random_model(seed)
+    result = export_tflite(model)
+    designs = {l.name: l.design for l in result.layouts if l.design}
+    for layer in model.layers:
+        if isinstance(layer, QuantDense):
+            signs = type(layer.input_quantizer).__name__ != "SteHeaviside"
+            # -s/+s levels (magnitude-aware too) fit; 0/1 levels do not.
+            levels = not isinstance(layer.kernel_quantizer, kbnn.quantizers.SteHeaviside)
+            assert designs[layer.name] == ("xor-popcount" if signs and levels else "unpack")
+    assert set(verify.op_names(result.tflite)) <= EXPECTED_OPS
+    check = verify.compare(model, result.tflite, x)
+    assert check.top1_agreement == 1.0
+
+
+def test_large_binary_input_dense_layers_use_one_popcount_table(monkeypatch):
+    from ai_edge_litert.interpreter import Interpreter
+    from kbnn.export import graph
+
+    monkeypatch.setattr(graph, "XOR_POPCOUNT_MIN_WEIGHTS", 70 * 40)
+    keras.utils.set_random_seed(0)
+    binary = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign")
+    model = keras.Sequential([
+        keras.Input((70,)), QuantDense(40, kernel_quantizer="ste_sign"),
+        QuantDense(70, **binary), QuantDense(40, **binary), QuantDense(9, **binary)])
+    result = export_tflite(model)
+    assert [l.design for l in result.layouts] == [  # the table is listed where first used
+        "unpack", "", "xor-popcount", "xor-popcount", "unpack"]
+    table, = [l for l in result.layouts if l.kind == "lookup table"]
+    assert table.bytes == 4 * 65536 and table.bits == 0  # stored, but not in the floor
+    dense = {l.name: l for l in result.layouts}[model.layers[1].name]
+    assert (dense.packed_bits, dense.packed_words) == (40 * 70, 70 * 2)  # rows padded to 64 bits
+    tensors = Interpreter(model_content=result.tflite).get_tensor_details()
+    shapes = [tuple(t["shape"]) for t in tensors]
+    assert shapes.count((65536,)) == 1 and (70, 2) in shapes and (40, 3) in shapes
+    # Exact: +-1 dot products are integers, so float rounding cannot enter.
+    x = np.random.default_rng(1).normal(size=(50, 70)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_array_equal(verify.run_tflite(result.tflite, x), expected)

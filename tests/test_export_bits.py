@@ -50,3 +50,24 @@ def test_tensorflow_unpack_matches_the_numpy_convention(size, zero_low):
     table = byte_table(tf.constant(0), zero_low=zero_low)
     values = unpack_bits_tf(tf.constant(pack_bits(bits)), size, [size], table).numpy()
     np.testing.assert_array_equal(values, np.where(bits, 1.0, 0.0 if zero_low else -1.0))
+
+
+@pytest.mark.parametrize("k", [1, 16, 31, 32, 33, 70])
+def test_rows_pack_on_their_own_and_tensorflow_packs_signs_the_same_way(k):
+    from kbnn.export.bits import pack_rows, pack_rows_tf
+
+    bits = np.random.default_rng(k).random((5, k)) < 0.5
+    words = pack_rows(bits)
+    assert words.shape == (5, -(-k // 32)) and words.dtype == np.dtype("<i4")
+    for row, row_words in zip(bits, words):  # each row is a pack_bits string of its own
+        np.testing.assert_array_equal(row_words, pack_bits(row))
+    np.testing.assert_array_equal(pack_rows_tf(tf.constant(bits, tf.float32)).numpy(), words)
+
+
+def test_popcount_table_counts_bits():
+    from kbnn.export.bits import popcount16_table
+
+    table = popcount16_table()
+    assert table.shape == (65536,) and table.dtype == np.float32
+    for i in (0, 1, 3, 255, 256, 0x8001, 0xFFFF, 12345):
+        assert table[i] == bin(i).count("1")

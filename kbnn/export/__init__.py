@@ -36,12 +36,12 @@ class ExportResult:
         return sum(l.bits for l in self.layouts) / 8
 
     def report(self):
-        rows = [("layer", "kind", "weights", "bits stored", "bytes", "folded")]
+        rows = [("layer", "kind", "design", "weights", "bits stored", "bytes", "folded")]
         for l in self.layouts:
-            rows.append((l.name, l.kind, f"{l.weights:,}", f"{l.bits:,}", f"{l.bytes:,}",
-                         l.folded))
+            rows.append((l.name, l.kind, l.design, f"{l.weights:,}", f"{l.bits:,}",
+                         f"{l.bytes:,}", l.folded))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) if i in (0, 1, 5) else c.rjust(w)
+        lines = ["  ".join(c.ljust(w) if i in (0, 1, 2, 6) else c.rjust(w)
                            for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
         size = len(self.tflite)
         lines.append(f"file size {size:,} bytes; floor {self.floor_bytes:,.0f} bytes "

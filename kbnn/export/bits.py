@@ -18,13 +18,18 @@
   are grouped four to a little-endian int32 word.
 * The string is padded with zero bits to a multiple of 32; rows are not
   padded, so any size packs at 1 bit per weight plus at most 31 bits.
+* Exception, for dense layers computed by XOR and popcount (`pack_rows`):
+  each row [N, K] is its own bit string, padded with zero bits to a multiple
+  of 32, and the binarized activations are packed the same way
+  (`pack_rows_tf`). Padding bits are 0 on both sides, so they XOR to 0 and
+  never count.
 """
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["WORD_BITS", "EXPORT_AXES", "pack_bits", "unpack_bits", "kernel_bits",
-           "byte_table", "unpack_bits_tf"]
+__all__ = ["WORD_BITS", "EXPORT_AXES", "pack_bits", "unpack_bits", "pack_rows", "kernel_bits",
+           "byte_table", "unpack_bits_tf", "pack_rows_tf", "popcount16_table"]
 
 WORD_BITS = 32
 
@@ -46,6 +51,15 @@ def unpack_bits(words, count):
     """The first `count` bits of `pack_bits` output, as a flat boolean array."""
     data = np.asarray(words, "<i4").view(np.uint8)
     return np.unpackbits(data, bitorder="little")[:count].astype(bool)
+
+
+def pack_rows(bits):
+    """Pack each row of a [N, K] boolean array into its own ceil(K / 32) int32 words."""
+    bits = np.asarray(bits, bool)
+    rows, k = bits.shape
+    padded = np.zeros((rows, -(-k // WORD_BITS) * WORD_BITS), bool)
+    padded[:, :k] = bits
+    return pack_bits(padded).reshape(rows, -1)
 
 
 def kernel_bits(quantizer, kernel):
@@ -93,3 +107,25 @@ def unpack_bits_tf(words, count, shape, table):
     if values.shape[0] != count:
         values = values[:count]
     return tf.reshape(values, shape)
+
+
+def pack_rows_tf(bits):
+    """`pack_rows` in TensorFlow ops: float 0/1 of shape [B, K] -> int32 [B, ceil(K / 32)].
+
+    Each byte is a sum of bits times 1, 2, ..., 128 (exact in float32), cast
+    to uint8; four bytes BITCAST to one little-endian word.
+    """
+    k = bits.shape[-1]
+    padded = -(-k // WORD_BITS) * WORD_BITS
+    if padded != k:
+        bits = tf.pad(bits, [[0, 0], [0, padded - k]])
+    powers = tf.constant(2.0 ** np.arange(8), tf.float32)
+    as_bytes = tf.reduce_sum(tf.reshape(bits, [-1, padded // 8, 8]) * powers, -1)
+    words = tf.reshape(tf.cast(as_bytes, tf.uint8), [-1, padded // WORD_BITS, 4])
+    return tf.bitcast(words, tf.int32)
+
+
+def popcount16_table():
+    """float32 [65536]: entry i is the number of 1 bits of i."""
+    halves = np.arange(2**16, dtype="<u2").view(np.uint8).reshape(-1, 2)
+    return np.unpackbits(halves, axis=1).sum(1).astype(np.float32)

@@ -15,6 +15,15 @@ and the unpacked kernel feeds a builtin FULLY_CONNECTED, CONV_2D or
 DEPTHWISE_CONV_2D. A batch norm right after a binary layer (with a linear
 activation) folds into that layer's per-channel scale and offset.
 
+Large dense layers whose input is binarized to -1/+1 too (at least
+`XOR_POPCOUNT_MIN_WEIGHTS` weights) skip the unpacking: their rows, packed
+one by one (`bits.pack_rows`), are XORed with the packed signs of the input
+and the dot product is `K - 2 * popcount`, counted 16 bits at a time by
+GATHERing from a 65,536-entry table (256 KiB, stored once per file). On the
+stock runtime this is 2.5-5x faster than unpacking into a dynamic-weight
+FULLY_CONNECTED at 1024x1024 to 4096x4096; below the threshold the table
+would outweigh the weights.
+
 `weights="float"` stores the quantized kernels as float32 constants, and
 "int8" lets the converter store them as int8 (dynamic-range quantization):
 larger files that run faster on the stock runtime.
@@ -30,9 +39,13 @@ import tensorflow as tf
 from kbnn import quantizers
 from kbnn.export import bits as bitlib
 
-__all__ = ["ExportError", "LayerLayout", "inference_function", "WEIGHT_MODES"]
+__all__ = ["ExportError", "LayerLayout", "inference_function", "WEIGHT_MODES",
+           "XOR_POPCOUNT_MIN_WEIGHTS"]
 
 WEIGHT_MODES = ("packed", "float", "int8")
+
+# Dense layers with binary inputs and at least this many weights use XOR-popcount.
+XOR_POPCOUNT_MIN_WEIGHTS = 1 << 22
 
 
 class ExportError(ValueError):
@@ -49,18 +62,20 @@ class LayerLayout:
     packed_bits: int = 0        # binary weights stored at 1 bit each
     float_values: int = 0       # float32 values stored (after folding)
     int8_values: int = 0        # kernel values stored as int8 (weights="int8")
+    packed_words: int = 0       # int32 words holding the packed bits (with padding)
+    table_values: int = 0       # float32 lookup-table entries (not model parameters)
+    design: str = ""            # how a kernel is computed: unpack, xor-popcount, float, int8
     folded: str = ""            # the batch norm folded into this layer, if any
 
     @property
     def bits(self):
-        """Bits of payload stored: 1 per packed weight, 32 per float, 8 per int8 value."""
+        """Bits of model payload: 1 per packed weight, 32 per float, 8 per int8 value."""
         return self.packed_bits + 32 * self.float_values + 8 * self.int8_values
 
     @property
     def bytes(self):
-        """Payload bytes as stored (packed bits rounded up to whole int32 words)."""
-        words = -(-self.packed_bits // bitlib.WORD_BITS)
-        return (self.bits - self.packed_bits) // 8 + 4 * words
+        """Bytes as stored: packed words (padding included), floats, int8, tables."""
+        return (self.bits - self.packed_bits) // 8 + 4 * (self.packed_words + self.table_values)
 
 
 # Layers exported by calling the Keras layer itself in inference mode: their
@@ -77,6 +92,16 @@ _PASS_THROUGH = tuple(
     ) if hasattr(keras.layers, name)
 )
 _KERNEL_LAYERS = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+
+
+def _outputs_signs(quantizer):
+    """Whether `quantizer` maps every input to exactly -1 or +1 (so its output packs)."""
+    if not quantizers.is_binary(quantizer):
+        return False
+    probe = np.full((1, 1), 3.0, np.float32)  # a data-dependent scale would show as 3
+    with tf.init_scope():  # evaluate eagerly while the function is traced
+        low, high = (np.asarray(v) for v in quantizer.levels(probe))
+    return bool(np.all(low == -1.0) and np.all(high == 1.0))
 
 
 def _has_binary_kernel(layer):
@@ -163,11 +188,18 @@ class _Builder:
                 bits, low, high = bitlib.kernel_bits(layer.kernel_quantizer, kernel)
             elif getattr(layer, "kernel_quantizer", None) is not None:
                 kernel = np.asarray(layer.quantize_kernel(training=False))
-        if binary:
+        xor_popcount = (
+            binary and self.weights == "packed" and isinstance(layer, keras.layers.Dense)
+            and x.shape.rank == 2 and kernel.size >= XOR_POPCOUNT_MIN_WEIGHTS
+            and _outputs_signs(input_quantizer) and np.allclose(low, -high))
+        if xor_popcount:
+            w, scale = None, high
+        elif binary:
             w, scale = self._binary_kernel(layer, bits, low, high, layout)
         else:
             w, scale = tf.constant(kernel.astype(np.float32)), 1.0
             layout.float_values += kernel.size
+            layout.design = "float"
         # Per output channel (depthwise: outputs ordered c * M + m).
         channels = kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[-1]
         scale = np.broadcast_to(scale, (kernel.shape[2], kernel.shape[3]) if depthwise
@@ -175,7 +207,9 @@ class _Builder:
 
         if input_quantizer is not None:
             x = layer.quantize_input(x, training=False)
-        if depthwise:
+        if xor_popcount:
+            y = self._xor_popcount_matmul(x, bits, layout)
+        elif depthwise:
             y = tf.nn.depthwise_conv2d(x, w, (1, *layer.strides, 1), layer.padding.upper(),
                                        dilations=layer.dilation_rate)
         elif isinstance(layer, keras.layers.Conv2D):
@@ -215,6 +249,7 @@ class _Builder:
                 layout.float_values += levels.size
             else:  # the converter stores this constant as int8
                 layout.int8_values += levels.size
+            layout.design = self.weights
             return tf.constant(levels), high
         if isinstance(layer, keras.layers.Dense):
             order = bitlib.EXPORT_AXES["dense"]
@@ -223,10 +258,32 @@ class _Builder:
         else:
             order = bitlib.EXPORT_AXES["conv"]
         export_bits = np.transpose(bits, order)
-        layout.packed_bits = int(export_bits.size)
-        unpacked = self._unpack(bitlib.pack_bits(export_bits), export_bits.size,
+        words = bitlib.pack_bits(export_bits)
+        layout.packed_bits, layout.packed_words = int(export_bits.size), int(words.size)
+        layout.design = "unpack"
+        unpacked = self._unpack(words, export_bits.size,
                                 export_bits.shape, zero_low)
         return tf.transpose(unpacked, np.argsort(order)), high
+
+    def _xor_popcount_matmul(self, signs, bits, layout):
+        """signs [B, K] of -1/+1 times the binary kernel `bits` [K, N] (1 = +1), exactly."""
+        k, n = bits.shape
+        words = bitlib.pack_rows(bits.T)                       # [N, W]: row j = output j
+        layout.packed_bits, layout.packed_words = int(bits.size), int(words.size)
+        layout.design = "xor-popcount"
+        packed_signs = bitlib.pack_rows_tf(tf.cast(signs > 0, tf.float32))    # [B, W]
+        differ = tf.bitwise.bitwise_xor(tf.constant(words), packed_signs[:, None, :])
+        halves = tf.cast(tf.bitcast(differ, tf.uint16), tf.int32)             # [B, N, W, 2]
+        halves = tf.reshape(halves, [-1, n, 2 * words.shape[1]])
+        mismatches = tf.reduce_sum(tf.gather(self._popcount_table(), halves), -1)
+        return float(k) - 2.0 * mismatches   # agreements - disagreements
+
+    def _popcount_table(self):
+        """The 65,536-entry popcount table: one constant per file, listed once in the report."""
+        if "popcount16" not in self._table_cache:
+            self._table_cache["popcount16"] = tf.constant(bitlib.popcount16_table())
+            self.layouts.append(LayerLayout("popcount16", "lookup table", table_values=2**16))
+        return self._table_cache["popcount16"]
 
     def _affine(self, y, scale, offset, layout):
         if not np.all(scale == 1.0):
