@@ -9,7 +9,7 @@
 >>> kbnn.summary(model, print_fn=None).memory_bytes
 13056.0
 
-Modules: `quantizers`, `layers`, `constraints`, `summary`, `data`
+Modules: `quantizers`, `layers`, `constraints`, `optimizers`, `summary`, `data`
 (Fashion-MNIST), `zoo` (architectures and released weights); `kbnn.export`
 (TFLite export, imported on its own) and `python -m kbnn.train`.
 """
@@ -23,9 +23,10 @@ if _keras.backend.backend() != "tensorflow":
         f"Set KERAS_BACKEND=tensorflow before importing keras."
     )
 
-from kbnn import constraints, data, layers, quantizers, zoo  # noqa: E402
+from kbnn import constraints, data, layers, optimizers, quantizers, zoo  # noqa: E402
 from kbnn.summary import ModelSummary, summary  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["constraints", "data", "layers", "quantizers", "zoo", "summary", "ModelSummary"]
+__all__ = ["constraints", "data", "layers", "optimizers", "quantizers", "zoo", "summary",
+           "ModelSummary"]

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 import kbnn
-from kbnn import zoo
+from kbnn import optimizers, zoo
 from kbnn.data import load_fashion_mnist
 from kbnn.distill import Distiller
 
@@ -122,7 +122,7 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
             model = Distiller(student, teacher, alpha=alpha, temperature=temperature)
         schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps)
         model.compile(
-            keras.optimizers.Adam(schedule),
+            optimizers.Adam(schedule),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
             jit_compile=jit_compile,

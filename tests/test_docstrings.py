@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import kbnn
-from kbnn import constraints, distill, quantizers
+from kbnn import constraints, distill, optimizers, quantizers
 from kbnn.export import bits
 
 
-@pytest.mark.parametrize("module", [kbnn, quantizers, constraints, bits, kbnn.zoo, distill,
+@pytest.mark.parametrize("module", [kbnn, quantizers, constraints, bits, kbnn.zoo, distill, optimizers,
                                     importlib.import_module("kbnn.summary")],
                          ids=lambda m: m.__name__)
 def test_docstring_examples(module):
