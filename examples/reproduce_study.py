@@ -40,7 +40,7 @@ def run_one(hidden, kind, args):
         model = zoo.float_mlp((hidden,))
     else:
         model = zoo.bnn_mlp((hidden,), binarization=kind, seed=args.seed)
-    model.compile(keras.optimizers.Adam(args.lr),
+    model.compile(kbnn.optimizers.Adam(args.lr),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=args.jit)
     rss_before_fit = peak_memory_mb()
