@@ -307,7 +307,7 @@ def _parser():
                         help="XLA-compile the training step (slower on CPU here)")
     parser.add_argument("--out", help="output path without suffix "
                         "(default: saved_models/<model name>)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of the progress bar (for logs)")
     return parser
 
 
@@ -327,7 +327,7 @@ def main(argv=None):
         lr=args.lr, seed=args.seed, data_dir=args.data_dir,
         validation_size=args.validation_size, distribute=args.distribute,
         flip=args.flip, shift=args.shift, jit_compile=args.jit_compile, teacher=args.teacher,
-        alpha=args.alpha, temperature=args.temperature, verbose=0 if args.quiet else 1)
+        alpha=args.alpha, temperature=args.temperature, verbose=2 if args.quiet else 1)
     print(f"{metrics['name']}: test accuracy {100 * metrics['test_accuracy']:.2f}% "
           f"(best epoch {metrics['best_epoch']}/{args.epochs}); "
           f"wrote {metrics['out']}.keras/.json/.png")
