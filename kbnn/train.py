@@ -307,7 +307,8 @@ def _parser():
                         help="XLA-compile the training step (slower on CPU here)")
     parser.add_argument("--out", help="output path without suffix "
                         "(default: saved_models/<model name>)")
-    parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of the progress bar (for logs)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="one line per epoch instead of the progress bar (for logs)")
     return parser
 
 
