@@ -209,7 +209,7 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
 
     `out` defaults to saved_models/<model name>. `distribute` is None, "mirrored",
     "multi_worker" or a `tf.distribute.Strategy`; with several workers only the
-    chief writes. `teacher` (a .keras path) distills it into the model
+    chief writes. `teacher` (a .keras path or a model) is distilled into the model
     (`fit_model`). With `validation_size=0` it trains on all training images and keeps the
     last epoch: the second stage of a recipe whose settings (epochs included)
     were chosen on a validation run.
@@ -245,8 +245,9 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
                          else type(distribute).__name__,
                          flip=flip, shift=shift, jit_compile=jit_compile,
                          distillation=None if teacher is None else dict(
-                             teacher=pathlib.Path(teacher).name, alpha=alpha,
-                             temperature=temperature)),
+                             teacher=teacher.name if isinstance(teacher, keras.Model)
+                             else pathlib.Path(teacher).name,
+                             alpha=alpha, temperature=temperature)),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "best_epoch": best_epoch,

@@ -88,3 +88,11 @@ def test_cli_distills_from_a_saved_teacher(tmp_path, tiny_fashion_mnist):
     saved = keras.models.load_model(out.with_suffix(".keras"))
     assert saved.name == "bnn_mlp_16_deterministic"  # the student alone, not the distiller
     assert not any("distiller" in layer.name for layer in saved.layers)
+
+
+def test_train_and_save_takes_a_teacher_model(tmp_path, tiny_fashion_mnist):
+    teacher = zoo.float_mlp((16,), name="my_teacher")
+    metrics = train.train_and_save(
+        "bnn_mlp", {"hidden_units": (16,)}, tmp_path / "s", epochs=1, batch_size=20,
+        data_dir=tiny_fashion_mnist, validation_size=50, teacher=teacher, verbose=0)
+    assert metrics["training"]["distillation"]["teacher"] == "my_teacher"
