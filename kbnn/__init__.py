@@ -10,8 +10,9 @@
 13056.0
 
 Modules: `quantizers`, `layers`, `constraints`, `optimizers`, `summary`, `data`
-(Fashion-MNIST), `zoo` (architectures and released weights); `kbnn.export`
-(TFLite export, imported on its own) and `python -m kbnn.train`.
+(Fashion-MNIST), `zoo` (architectures and released weights), `distill` (knowledge
+distillation); `kbnn.export` (TFLite export, imported on its own) and
+`python -m kbnn.train`.
 """
 
 import keras as _keras
@@ -23,10 +24,10 @@ if _keras.backend.backend() != "tensorflow":
         f"Set KERAS_BACKEND=tensorflow before importing keras."
     )
 
-from kbnn import constraints, data, layers, optimizers, quantizers, zoo  # noqa: E402
+from kbnn import constraints, data, distill, layers, optimizers, quantizers, zoo  # noqa: E402
 from kbnn.summary import ModelSummary, summary  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["constraints", "data", "layers", "optimizers", "quantizers", "zoo", "summary",
-           "ModelSummary"]
+__all__ = ["constraints", "data", "distill", "layers", "optimizers", "quantizers", "zoo",
+           "summary", "ModelSummary"]

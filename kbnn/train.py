@@ -114,7 +114,8 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
     the model, its `History`, the per-epoch seconds and the kept epoch.
     """
     steps = int(train.cardinality())
-    with _strategy(distribute).scope():
+    strategy = _strategy(distribute)  # one strategy: a second one would collide on collectives
+    with strategy.scope():
         model = student = zoo.BUILDERS[builder](**model_args)
         if teacher is not None:
             if not isinstance(teacher, keras.Model):
@@ -132,7 +133,7 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
     history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
                         verbose=verbose, shuffle=False)  # the dataset shuffles itself
     if student is not model:  # evaluate the student as it is saved: on its own
-        with _strategy(distribute).scope():
+        with strategy.scope():
             student.compile(loss=model.loss, metrics=["accuracy"])
     return student, history, timer.seconds, epochs if val is None else best.best_epoch
 
