@@ -104,19 +104,24 @@ def augment(dataset, flip=True, shift=0, seed=None):
 
 
 def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
-              jit_compile=False, teacher=None, alpha=0.5, temperature=2.0, verbose=1):
+              jit_compile=False, teacher=None, alpha=0.5, temperature=2.0, init=None,
+              verbose=1):
     """Build `zoo.BUILDERS[builder](**model_args)`, compile and fit it.
 
     Adam with a cosine decay of the learning rate to 0, cross-entropy on
     logits, and the best-validation epoch restored (the last epoch when `val`
     is None). With a `teacher` (a model or a .keras path) the loss also pulls
-    the model towards the teacher's softened logits (`kbnn.distill`). Returns
-    the model, its `History`, the per-epoch seconds and the kept epoch.
+    the model towards the teacher's softened logits (`kbnn.distill`). With
+    `init` (a model or a .keras path of the same architecture) training starts
+    from its weights: a further cycle of the schedule. Returns the model, its
+    `History`, the per-epoch seconds and the kept epoch.
     """
     steps = int(train.cardinality())
     strategy = _strategy(distribute)  # one strategy: a second one would collide on collectives
     with strategy.scope():
         model = student = zoo.BUILDERS[builder](**model_args)
+        if init is not None:
+            _load_weights_from(student, init)
         if teacher is not None:
             if not isinstance(teacher, keras.Model):
                 teacher = keras.saving.load_model(teacher, compile=False)
@@ -136,6 +141,21 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
         with strategy.scope():
             student.compile(loss=model.loss, metrics=["accuracy"])
     return student, history, timer.seconds, epochs if val is None else best.best_epoch
+
+
+def _load_weights_from(model, source):
+    """Copy the weights of `source` (a model or a .keras path) into `model`."""
+    if not isinstance(source, keras.Model):
+        source = keras.saving.load_model(source, compile=False)
+    theirs = [tuple(w.shape) for w in source.weights]
+    ours = [tuple(w.shape) for w in model.weights]
+    if theirs != ours:
+        raise ValueError(
+            f"Cannot start {model.name!r} from {source.name!r}: their weights differ "
+            f"({len(ours)} tensors {ours[:4]}... vs {len(theirs)} tensors {theirs[:4]}...). "
+            "Pass the same model options (--hidden, --filters, --dense-units) as the "
+            "model in --init was trained with.")
+    model.set_weights(source.get_weights())
 
 
 def _plot(history, path, title):
@@ -205,13 +225,14 @@ def _is_chief(strategy):
 def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, lr=3e-3,
                    seed=0, data_dir=None, validation_size=5000, distribute=None,
                    flip=False, shift=0, jit_compile=False, teacher=None, alpha=0.5,
-                   temperature=2.0, verbose=1):
+                   temperature=2.0, init=None, verbose=1):
     """Train a zoo model and write OUT.keras, OUT.json and OUT.png; return the metrics.
 
     `out` defaults to saved_models/<model name>. `distribute` is None, "mirrored",
     "multi_worker" or a `tf.distribute.Strategy`; with several workers only the
     chief writes. `teacher` (a .keras path or a model) is distilled into the model
-    (`fit_model`). With `validation_size=0` it trains on all training images and keeps the
+    (`fit_model`); `init` (a .keras path or a model) gives the starting weights.
+    With `validation_size=0` it trains on all training images and keeps the
     last epoch: the second stage of a recipe whose settings (epochs included)
     were chosen on a validation run.
     """
@@ -231,7 +252,7 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
     model, history, seconds, best_epoch = fit_model(
         builder, model_args, train, val, epochs=epochs, lr=lr, distribute=strategy,
         jit_compile=jit_compile, teacher=teacher, alpha=alpha, temperature=temperature,
-        verbose=verbose)
+        init=init, verbose=verbose)
     out = pathlib.Path(out or zoo.models_dir() / model.name)
     test_loss, test_accuracy = model.evaluate(test, verbose=0)
     bits = kbnn.summary(model, print_fn=None)
@@ -248,7 +269,9 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
                          distillation=None if teacher is None else dict(
                              teacher=teacher.name if isinstance(teacher, keras.Model)
                              else pathlib.Path(teacher).name,
-                             alpha=alpha, temperature=temperature)),
+                             alpha=alpha, temperature=temperature),
+                         init=None if init is None else
+                         init.name if isinstance(init, keras.Model) else pathlib.Path(init).name),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "best_epoch": best_epoch,
@@ -305,6 +328,8 @@ def _parser():
                         help="weight of the distillation term (with --teacher)")
     parser.add_argument("--temperature", type=float, default=2.0,
                         help="softmax temperature of the distillation term (with --teacher)")
+    parser.add_argument("--init", help="start from this .keras model's weights (same "
+                        "architecture): a second cycle of the learning-rate schedule")
     parser.add_argument("--jit", dest="jit_compile", action="store_true",
                         help="XLA-compile the training step (slower on CPU here)")
     parser.add_argument("--out", help="output path without suffix "
@@ -330,7 +355,7 @@ def main(argv=None):
         lr=args.lr, seed=args.seed, data_dir=args.data_dir,
         validation_size=args.validation_size, distribute=args.distribute,
         flip=args.flip, shift=args.shift, jit_compile=args.jit_compile, teacher=args.teacher,
-        alpha=args.alpha, temperature=args.temperature, verbose=2 if args.quiet else 1)
+        alpha=args.alpha, temperature=args.temperature, init=args.init, verbose=2 if args.quiet else 1)
     print(f"{metrics['name']}: test accuracy {100 * metrics['test_accuracy']:.2f}% "
           f"(best epoch {metrics['best_epoch']}/{args.epochs}); "
           f"wrote {metrics['out']}.keras/.json/.png")

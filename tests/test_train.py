@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kbnn import train
+from kbnn import train, zoo
 from kbnn.data import load_fashion_mnist
 
 
@@ -137,3 +137,28 @@ def test_released_file_holds_no_optimizer_state(tmp_path, tiny_fashion_mnist):
     with zipfile.ZipFile(tmp_path / "m.keras") as archive:
         weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")))
         assert "optimizer" not in weights and "layers" in weights
+
+
+def test_init_starts_from_a_models_weights_and_rejects_another_architecture(
+        tmp_path, tiny_fashion_mnist, capsys):
+    first = tmp_path / "first"
+    train.train_and_save("bnn_mlp", {"hidden_units": (16,)}, first, epochs=1, batch_size=50,
+                         data_dir=tiny_fashion_mnist, validation_size=50, verbose=0)
+    assert train.main(["bnn_mlp", "--hidden", "16", "--epochs", "1", "--lr", "1e-12",
+                       "--seed", "1", "--data-dir", str(tiny_fashion_mnist),
+                       "--validation-size", "50", "--init", f"{first}.keras",
+                       "--out", str(tmp_path / "second"), "--quiet"]) == 0
+    before = keras.models.load_model(f"{first}.keras")
+    after = keras.models.load_model(tmp_path / "second.keras")
+    assert json.loads((tmp_path / "second.json").read_text())["training"]["init"] == "first.keras"
+    # With a vanishing learning rate only the batch-norm statistics move.
+    for old, new in zip(before.weights, after.weights):
+        if "moving" not in old.path:
+            np.testing.assert_allclose(new.numpy(), old.numpy(), atol=1e-6, err_msg=old.path)
+    fresh = zoo.bnn_mlp((16,), seed=1)
+    assert fresh.weights[0].path.endswith("kernel")
+    assert not np.allclose(fresh.weights[0].numpy(), after.weights[0].numpy())
+    with pytest.raises(ValueError, match="same model options"):
+        train.main(["bnn_mlp", "--hidden", "8", "--epochs", "1", "--quiet",
+                    "--data-dir", str(tiny_fashion_mnist), "--validation-size", "50",
+                    "--init", f"{first}.keras", "--out", str(tmp_path / "third")])
