@@ -3,7 +3,7 @@
     python examples/reproduce_study.py --data-dir ../shared/data/fashion_mnist            # ~10 min
     python examples/reproduce_study.py --epochs 20 --out zoo/study                         # full run
 
-For 784-128-10 and 784-1024-10, each as float / deterministic / stochastic
+For 784-128-10 and 784-1024-10 (`--hidden` picks others), each as float / deterministic / stochastic
 binarization (`kbnn.zoo` twins), trains `--epochs` epochs in a fresh process
 per configuration (so each peak RSS is its own) and records seconds per
 epoch (the first, tracing epoch apart), the process's RSS high-water mark,
@@ -21,13 +21,14 @@ import subprocess
 import sys
 import time
 
-CONFIGS = [(h, kind) for h in (128, 1024) for kind in ("float", "deterministic", "stochastic")]
+KINDS = ("float", "deterministic", "stochastic")
 
 
 def run_one(hidden, kind, args):
     """Train one configuration in this process; return its measurements."""
     import keras
 
+    import kbnn
     from kbnn import zoo
     from kbnn.data import load_fashion_mnist
     from kbnn.train import EpochTimer, peak_memory_mb
@@ -82,8 +83,10 @@ def figures(results, out):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, hidden in zip(axes, (128, 1024)):
+    widths = sorted({r["hidden"] for r in results})
+    fig, axes = plt.subplots(1, len(widths), figsize=(5.5 * len(widths), 4), sharey=True,
+                             squeeze=False)
+    for ax, hidden in zip(axes[0], widths):
         for r in (r for r in results if r["hidden"] == hidden):
             epochs = range(1, len(r["test_accuracy"]) + 1)
             ax.plot(epochs, [100 * (1 - a) for a in r["test_accuracy"]], label=f"{r['kind']} test")
@@ -119,6 +122,8 @@ def main():
     parser.add_argument("--jit", action="store_true", help="XLA-compile the training steps")
     parser.add_argument("--data-dir", default=os.environ.get("KBNN_DATA_DIR"))
     parser.add_argument("--out", default="study")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 1024],
+                        help="hidden widths of the 784-H-10 MLPs")
     parser.add_argument("--run-one", nargs=2, metavar=("HIDDEN", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -129,7 +134,7 @@ def main():
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for hidden, kind in CONFIGS:
+    for hidden, kind in [(h, kind) for h in args.hidden for kind in KINDS]:
         start = time.perf_counter()
         print(f"784-{hidden}-10 {kind}: training {args.epochs} epochs ...", flush=True)
         command = [sys.executable, __file__, "--run-one", str(hidden), kind,

@@ -1,0 +1,43 @@
+"""The examples run end to end on tiny data, as a user would run them."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(script, *args, cwd):
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / script), *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_quickstart(tiny_fashion_mnist, tmp_path):
+    out = _run("quickstart.py", "--data-dir", tiny_fashion_mnist, "--epochs", "1", cwd=tmp_path)
+    assert "test accuracy" in out.lower()
+
+
+def test_deploy_tflite_exports_verifies_and_classifies(tiny_fashion_mnist, tmp_path):
+    out = _run("deploy_tflite.py", "--data-dir", tiny_fashion_mnist,
+               "--output", tmp_path / "m.tflite", cwd=tmp_path)
+    assert (tmp_path / "m.tflite").stat().st_size < 200_000  # packed: the float file is 3.2 MB
+    assert out.count("predicted ") == 8
+
+
+def test_reproduce_study_writes_table_json_and_figures(tiny_fashion_mnist, tmp_path):
+    out = _run("reproduce_study.py", "--hidden", "8", "--epochs", "2", "--data-dir",
+               tiny_fashion_mnist, "--out", tmp_path / "study", cwd=tmp_path)
+    results = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert [(r["hidden"], r["kind"]) for r in results] == [
+        (8, "float"), (8, "deterministic"), (8, "stochastic")]
+    for r in results:
+        assert len(r["epoch_seconds"]) == len(r["test_accuracy"]) == 2
+        assert r["peak_rss_mb"] >= r["rss_before_fit_mb"] > 100
+    table = (tmp_path / "study" / "study.md").read_text()
+    assert table.count("| 784-8-10 |") == 3 and "| 1.00 | 1.00 |" in table
+    for name in ("error_vs_epoch.png", "time_per_epoch.png", "memory.png"):
+        assert (tmp_path / "study" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "wrote" in out
