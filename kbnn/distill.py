@@ -14,12 +14,19 @@ The loss while training is `(1 - alpha) * compiled_loss(labels, student)
 (Hinton et al., 2015); the teacher runs in inference mode and is never
 trained. Evaluation and prediction use the student alone, so validation
 numbers mean the same as without distillation.
+
+When the training inputs are not augmented, the teacher's logits are the
+same every epoch: `with_teacher_logits` computes them once and the dataset
+carries them, as `((images, teacher_logits), labels)`, so an expensive
+teacher (a CNN teaching an MLP) costs one pass instead of one per epoch.
 """
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import ops
 
-__all__ = ["Distiller", "distillation_loss"]
+__all__ = ["Distiller", "distillation_loss", "with_teacher_logits"]
 
 
 def distillation_loss(teacher_logits, student_logits, temperature):
@@ -43,6 +50,8 @@ class Distiller(keras.Model):
 
     Both models map the same inputs to logits of the same classes. Calling the
     distiller calls the student; `distiller.student` is the trained model.
+    Training inputs may be `(images, teacher_logits)` pairs (`with_teacher_logits`):
+    then those logits stand for the teacher's.
     """
 
     def __init__(self, student, teacher, alpha=0.5, temperature=2.0, **kwargs):
@@ -62,11 +71,36 @@ class Distiller(keras.Model):
         self.alpha, self.temperature = float(alpha), float(temperature)
 
     def call(self, inputs, training=None):
+        if isinstance(inputs, (tuple, list)):  # (images, cached teacher logits)
+            inputs = inputs[0]
         return self.student(inputs, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         if not training or self.alpha == 0.0:
             return loss
-        soft = distillation_loss(self.teacher(x, training=False), y_pred, self.temperature)
+        if isinstance(x, (tuple, list)):
+            teacher_logits = x[1]
+        else:
+            teacher_logits = self.teacher(x, training=False)
+        soft = distillation_loss(teacher_logits, y_pred, self.temperature)
         return (1.0 - self.alpha) * loss + self.alpha * soft
+
+
+def with_teacher_logits(teacher, images, labels, *, batch_size, shuffle=True, seed=None):
+    """A dataset of `((images, teacher_logits), labels)` batches for a `Distiller`.
+
+    The teacher runs once, in inference mode, over `images`; use it when the
+    training inputs are the same every epoch (no augmentation).
+
+    >>> from kbnn.zoo import float_mlp
+    >>> images, labels = np.zeros((6, 28, 28, 1), "float32"), np.arange(6) % 3
+    >>> ds = with_teacher_logits(float_mlp((8,)), images, labels, batch_size=4, seed=0)
+    >>> [(tuple(x.shape), tuple(t.shape)) for (x, t), y in ds]
+    [((4, 28, 28, 1), (4, 10)), ((2, 28, 28, 1), (2, 10))]
+    """
+    logits = teacher.predict(images, batch_size=1000, verbose=0).astype(np.float32)
+    ds = tf.data.Dataset.from_tensor_slices(((images, logits), labels))
+    if shuffle:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

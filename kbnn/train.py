@@ -30,7 +30,7 @@ import tensorflow as tf
 import kbnn
 from kbnn import optimizers, zoo
 from kbnn.data import load_fashion_mnist
-from kbnn.distill import Distiller
+from kbnn.distill import Distiller, with_teacher_logits
 
 __all__ = ["fit_model", "train_and_save", "main"]
 
@@ -123,9 +123,7 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
         if init is not None:
             _load_weights_from(student, init)
         if teacher is not None:
-            if not isinstance(teacher, keras.Model):
-                teacher = keras.saving.load_model(teacher, compile=False)
-            model = Distiller(student, teacher, alpha=alpha, temperature=temperature)
+            model = Distiller(student, _as_model(teacher), alpha=alpha, temperature=temperature)
         schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps)
         model.compile(
             optimizers.Adam(schedule),
@@ -143,10 +141,15 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
     return student, history, timer.seconds, epochs if val is None else best.best_epoch
 
 
+def _as_model(model_or_path):
+    if isinstance(model_or_path, keras.Model):
+        return model_or_path
+    return keras.saving.load_model(model_or_path, compile=False)
+
+
 def _load_weights_from(model, source):
     """Copy the weights of `source` (a model or a .keras path) into `model`."""
-    if not isinstance(source, keras.Model):
-        source = keras.saving.load_model(source, compile=False)
+    source = _as_model(source)
     theirs = [tuple(w.shape) for w in source.weights]
     ours = [tuple(w.shape) for w in model.weights]
     if theirs != ours:
@@ -231,7 +234,9 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
     `out` defaults to saved_models/<model name>. `distribute` is None, "mirrored",
     "multi_worker" or a `tf.distribute.Strategy`; with several workers only the
     chief writes. `teacher` (a .keras path or a model) is distilled into the model
-    (`fit_model`); `init` (a .keras path or a model) gives the starting weights.
+    (`fit_model`); without augmentation its logits are computed once
+    (`kbnn.distill.with_teacher_logits`). `init` (a .keras path or a model) gives
+    the starting weights.
     With `validation_size=0` it trains on all training images and keeps the
     last epoch: the second stage of a recipe whose settings (epochs included)
     were chosen on a validation run.
@@ -241,8 +246,14 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
     if "binarization" in model_args and model_args.get("seed") is None:
         model_args = {**model_args, "seed": seed}
     split = dict(validation_size=validation_size, subset="training") if validation_size else {}
-    train = load_fashion_mnist("train", data_dir=data_dir, batch_size=batch_size,
-                               shuffle=True, seed=seed, **split)
+    cache_teacher = teacher is not None and not (flip or shift)
+    if cache_teacher:  # the inputs are the same every epoch: run the teacher once
+        images, labels = load_fashion_mnist("train", data_dir=data_dir, as_numpy=True, **split)
+        train = with_teacher_logits(_as_model(teacher), images, labels,
+                                    batch_size=batch_size, seed=seed)
+    else:
+        train = load_fashion_mnist("train", data_dir=data_dir, batch_size=batch_size,
+                                   shuffle=True, seed=seed, **split)
     if flip or shift:
         train = augment(train, flip=flip, shift=shift, seed=seed)
     val = load_fashion_mnist("train", data_dir=data_dir, validation_size=validation_size,
@@ -269,7 +280,8 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
                          distillation=None if teacher is None else dict(
                              teacher=teacher.name if isinstance(teacher, keras.Model)
                              else pathlib.Path(teacher).name,
-                             alpha=alpha, temperature=temperature),
+                             alpha=alpha, temperature=temperature,
+                             teacher_logits="computed once" if cache_teacher else "every step"),
                          init=None if init is None else
                          init.name if isinstance(init, keras.Model) else pathlib.Path(init).name),
         "test_accuracy": float(test_accuracy),

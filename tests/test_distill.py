@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from kbnn import train, zoo
-from kbnn.distill import Distiller, distillation_loss
+from kbnn.distill import Distiller, distillation_loss, with_teacher_logits
 
 
 def _softmax(z):
@@ -84,7 +84,8 @@ def test_cli_distills_from_a_saved_teacher(tmp_path, tiny_fashion_mnist):
                        "--temperature", "3", "--out", str(out), "--quiet"]) == 0
     metrics = json.loads(out.with_suffix(".json").read_text())
     assert metrics["training"]["distillation"] == {
-        "teacher": "teacher.keras", "alpha": 0.7, "temperature": 3.0}
+        "teacher": "teacher.keras", "alpha": 0.7, "temperature": 3.0,
+        "teacher_logits": "computed once"}  # no augmentation: the teacher ran once
     saved = keras.models.load_model(out.with_suffix(".keras"))
     assert saved.name == "bnn_mlp_16_deterministic"  # the student alone, not the distiller
     assert not any("distiller" in layer.name for layer in saved.layers)
@@ -96,3 +97,36 @@ def test_train_and_save_takes_a_teacher_model(tmp_path, tiny_fashion_mnist):
         "bnn_mlp", {"hidden_units": (16,)}, tmp_path / "s", epochs=1, batch_size=20,
         data_dir=tiny_fashion_mnist, validation_size=50, teacher=teacher, verbose=0)
     assert metrics["training"]["distillation"]["teacher"] == "my_teacher"
+    flipped = train.train_and_save(
+        "bnn_mlp", {"hidden_units": (16,)}, tmp_path / "f", epochs=1, batch_size=20,
+        data_dir=tiny_fashion_mnist, validation_size=50, teacher=teacher, flip=True, verbose=0)
+    assert flipped["training"]["distillation"]["teacher_logits"] == "every step"
+
+
+def test_cached_teacher_logits_give_the_same_loss_and_the_same_training():
+    student, teacher = _tiny_pair()
+    rng = np.random.default_rng(4)
+    x = rng.random((40, 28, 28, 1)).astype("float32")
+    y = rng.integers(0, 10, 40)
+    ds = with_teacher_logits(teacher, x, y, batch_size=10, shuffle=False)
+    assert int(ds.cardinality()) == 4
+    cached = np.concatenate([t for (_, t), _ in ds.as_numpy_iterator()])
+    np.testing.assert_allclose(cached, teacher.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+
+    distiller = Distiller(student, teacher, alpha=0.4, temperature=2.0)
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    y_pred = distiller((x, cached), training=False)
+    np.testing.assert_array_equal(y_pred, distiller(x, training=False))
+    assert float(distiller.compute_loss((x, cached), y, y_pred)) == pytest.approx(
+        float(distiller.compute_loss(x, y, y_pred)), rel=1e-6)
+
+    # Training on cached logits moves the student exactly as running the teacher does.
+    twin = zoo.bnn_mlp((8,), input_dropout=0.0, dropout=0.0)
+    twin.set_weights(student.get_weights())
+    online = Distiller(twin, teacher, alpha=0.4, temperature=2.0)
+    online.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller.fit(ds, epochs=1, verbose=0)
+    online.fit(x, y, batch_size=10, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(student.get_weights(), twin.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(student.get_weights()[0], _tiny_pair()[0].get_weights()[0])
