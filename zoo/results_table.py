@@ -14,6 +14,11 @@ README = ROOT / "zoo" / "README.md"
 BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
 
 
+def _started_from(metrics):
+    init = metrics["training"].get("init")
+    return f" after {init}" if init else ""
+
+
 def table(models_dir=ROOT / "saved_models"):
     rows = [
         "| model | architecture | test accuracy | 1-bit params | 32-bit params | memory "
@@ -30,7 +35,7 @@ def table(models_dir=ROOT / "saved_models"):
             f"{100 * m['test_accuracy']:.2f}% | {m['params_1bit']:,} | "
             f"{m['params_32bit']:,} | {m['memory_bytes'] / 1024:,.1f} KiB | "
             f"{m['float32_memory_bytes'] / 1024:,.1f} KiB | "
-            f"{m['training']['epochs']} ({m['best_epoch']}) | "
+            f"{m['training']['epochs']} ({m['best_epoch']}){_started_from(m)} | "
             f"{sum(seconds) / len(seconds):.1f} | [recipe](recipes/{m['name']}.sh) |"
         )
     return "\n".join(rows)
