@@ -147,6 +147,17 @@ def _as_model(model_or_path):
     return keras.saving.load_model(model_or_path, compile=False)
 
 
+def _init_record(init):
+    """What the JSON says of `--init`: the file, and its own training when its JSON is beside it."""
+    if init is None or isinstance(init, keras.Model):
+        return None if init is None else {"model": init.name}
+    path = pathlib.Path(init)
+    record = {"file": path.name}
+    if path.with_suffix(".json").exists():
+        record["training"] = json.loads(path.with_suffix(".json").read_text())["training"]
+    return record
+
+
 def _load_weights_from(model, source):
     """Copy the weights of `source` (a model or a .keras path) into `model`."""
     source = _as_model(source)
@@ -282,8 +293,7 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
                              else pathlib.Path(teacher).name,
                              alpha=alpha, temperature=temperature,
                              teacher_logits="computed once" if cache_teacher else "every step"),
-                         init=None if init is None else
-                         init.name if isinstance(init, keras.Model) else pathlib.Path(init).name),
+                         init=_init_record(init)),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "best_epoch": best_epoch,

@@ -14,9 +14,10 @@ README = ROOT / "zoo" / "README.md"
 BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
 
 
-def _started_from(metrics):
-    init = metrics["training"].get("init")
-    return f" after {init}" if init else ""
+def _epochs(training):
+    """Epochs of a training, those of the cycles it started from (`--init`) included."""
+    init = training.get("init") or {}
+    return training["epochs"] + (_epochs(init["training"]) if "training" in init else 0)
 
 
 def table(models_dir=ROOT / "saved_models"):
@@ -35,7 +36,7 @@ def table(models_dir=ROOT / "saved_models"):
             f"{100 * m['test_accuracy']:.2f}% | {m['params_1bit']:,} | "
             f"{m['params_32bit']:,} | {m['memory_bytes'] / 1024:,.1f} KiB | "
             f"{m['float32_memory_bytes'] / 1024:,.1f} KiB | "
-            f"{m['training']['epochs']} ({m['best_epoch']}){_started_from(m)} | "
+            f"{_epochs(m['training'])} ({_epochs(m['training']) - m['training']['epochs'] + m['best_epoch']}) | "
             f"{sum(seconds) / len(seconds):.1f} | [recipe](recipes/{m['name']}.sh) |"
         )
     return "\n".join(rows)
