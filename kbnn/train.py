@@ -105,7 +105,7 @@ def augment(dataset, flip=True, shift=0, seed=None):
 
 def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
               jit_compile=False, teacher=None, alpha=0.5, temperature=2.0, init=None,
-              verbose=1):
+              ema=None, verbose=1):
     """Build `zoo.BUILDERS[builder](**model_args)`, compile and fit it.
 
     Adam with a cosine decay of the learning rate to 0, cross-entropy on
@@ -113,8 +113,11 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
     is None). With a `teacher` (a model or a .keras path) the loss also pulls
     the model towards the teacher's softened logits (`kbnn.distill`). With
     `init` (a model or a .keras path of the same architecture) training starts
-    from its weights: a further cycle of the schedule. Returns the model, its
-    `History`, the per-epoch seconds and the kept epoch.
+    from its weights: a further cycle of the schedule. With `ema` (a momentum
+    such as 0.999) validation, the kept epoch and the result use the
+    exponential moving average of the weights (Polyak averaging): for a BNN it
+    steadies the signs of latent weights that hover around zero. Returns the
+    model, its `History`, the per-epoch seconds and the kept epoch.
     """
     steps = int(train.cardinality())
     strategy = _strategy(distribute)  # one strategy: a second one would collide on collectives
@@ -126,13 +129,16 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
             model = Distiller(student, _as_model(teacher), alpha=alpha, temperature=temperature)
         schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps)
         model.compile(
-            optimizers.Adam(schedule),
+            optimizers.Adam(schedule, use_ema=ema is not None,
+                            ema_momentum=0.99 if ema is None else ema),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
             jit_compile=jit_compile,
         )
     timer, best = EpochTimer(), KeepBest()
     callbacks = [timer] if val is None else [timer, best]
+    if ema is not None:  # first, so validation and KeepBest see the averaged weights
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
                         verbose=verbose, shuffle=False)  # the dataset shuffles itself
     if student is not model:  # evaluate the student as it is saved: on its own
@@ -239,7 +245,7 @@ def _is_chief(strategy):
 def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, lr=3e-3,
                    seed=0, data_dir=None, validation_size=5000, distribute=None,
                    flip=False, shift=0, jit_compile=False, teacher=None, alpha=0.5,
-                   temperature=2.0, init=None, verbose=1):
+                   temperature=2.0, init=None, ema=None, verbose=1):
     """Train a zoo model and write OUT.keras, OUT.json and OUT.png; return the metrics.
 
     `out` defaults to saved_models/<model name>. `distribute` is None, "mirrored",
@@ -274,7 +280,7 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
     model, history, seconds, best_epoch = fit_model(
         builder, model_args, train, val, epochs=epochs, lr=lr, distribute=strategy,
         jit_compile=jit_compile, teacher=teacher, alpha=alpha, temperature=temperature,
-        init=init, verbose=verbose)
+        init=init, ema=ema, verbose=verbose)
     out = pathlib.Path(out or zoo.models_dir() / model.name)
     test_loss, test_accuracy = model.evaluate(test, verbose=0)
     bits = kbnn.summary(model, print_fn=None)
@@ -293,7 +299,7 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
                              else pathlib.Path(teacher).name,
                              alpha=alpha, temperature=temperature,
                              teacher_logits="computed once" if cache_teacher else "every step"),
-                         init=_init_record(init)),
+                         init=_init_record(init), ema=ema),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "best_epoch": best_epoch,
@@ -352,6 +358,9 @@ def _parser():
                         help="softmax temperature of the distillation term (with --teacher)")
     parser.add_argument("--init", help="start from this .keras model's weights (same "
                         "architecture): a second cycle of the learning-rate schedule")
+    parser.add_argument("--ema", type=float, metavar="MOMENTUM",
+                        help="validate and keep the moving average of the weights "
+                        "(e.g. 0.999)")
     parser.add_argument("--jit", dest="jit_compile", action="store_true",
                         help="XLA-compile the training step (slower on CPU here)")
     parser.add_argument("--out", help="output path without suffix "
@@ -377,7 +386,7 @@ def main(argv=None):
         lr=args.lr, seed=args.seed, data_dir=args.data_dir,
         validation_size=args.validation_size, distribute=args.distribute,
         flip=args.flip, shift=args.shift, jit_compile=args.jit_compile, teacher=args.teacher,
-        alpha=args.alpha, temperature=args.temperature, init=args.init, verbose=2 if args.quiet else 1)
+        alpha=args.alpha, temperature=args.temperature, init=args.init, ema=args.ema, verbose=2 if args.quiet else 1)
     print(f"{metrics['name']}: test accuracy {100 * metrics['test_accuracy']:.2f}% "
           f"(best epoch {metrics['best_epoch']}/{args.epochs}); "
           f"wrote {metrics['out']}.keras/.json/.png")

@@ -163,3 +163,26 @@ def test_init_starts_from_a_models_weights_and_rejects_another_architecture(
         train.main(["bnn_mlp", "--hidden", "8", "--epochs", "1", "--quiet",
                     "--data-dir", str(tiny_fashion_mnist), "--validation-size", "50",
                     "--init", f"{first}.keras", "--out", str(tmp_path / "third")])
+
+
+def test_ema_validates_and_keeps_the_averaged_weights(tmp_path, tiny_fashion_mnist):
+    def run(name, ema):
+        return train.train_and_save(
+            "bnn_mlp", {"hidden_units": (16,)}, tmp_path / name, epochs=3, batch_size=20,
+            lr=0.01, data_dir=tiny_fashion_mnist, validation_size=50, ema=ema, verbose=0)
+
+    plain, zero, averaged = run("plain", None), run("zero", 0.0), run("ema", 0.9)
+    assert averaged["training"]["ema"] == 0.9
+    # Momentum 0 averages nothing: the same training, number for number.
+    assert zero["history"]["val_accuracy"] == plain["history"]["val_accuracy"]
+    np.testing.assert_array_equal(
+        keras.models.load_model(tmp_path / "zero.keras").get_weights()[0],
+        keras.models.load_model(tmp_path / "plain.keras").get_weights()[0])
+    # With averaging, the saved model is the averaged one the validation scored.
+    model = keras.models.load_model(tmp_path / "ema.keras")
+    assert not np.array_equal(model.get_weights()[0],
+                              keras.models.load_model(tmp_path / "plain.keras").get_weights()[0])
+    xv, yv = load_fashion_mnist("train", data_dir=tiny_fashion_mnist, validation_size=50,
+                                subset="validation", as_numpy=True)
+    accuracy = np.mean(model.predict(xv, verbose=0).argmax(-1) == yv)
+    assert abs(accuracy - averaged["best_val_accuracy"]) < 1e-6
