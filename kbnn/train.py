@@ -386,7 +386,8 @@ def main(argv=None):
         lr=args.lr, seed=args.seed, data_dir=args.data_dir,
         validation_size=args.validation_size, distribute=args.distribute,
         flip=args.flip, shift=args.shift, jit_compile=args.jit_compile, teacher=args.teacher,
-        alpha=args.alpha, temperature=args.temperature, init=args.init, ema=args.ema, verbose=2 if args.quiet else 1)
+        alpha=args.alpha, temperature=args.temperature, init=args.init, ema=args.ema,
+        verbose=2 if args.quiet else 1)
     print(f"{metrics['name']}: test accuracy {100 * metrics['test_accuracy']:.2f}% "
           f"(best epoch {metrics['best_epoch']}/{args.epochs}); "
           f"wrote {metrics['out']}.keras/.json/.png")
