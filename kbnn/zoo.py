@@ -75,7 +75,8 @@ def _binary(**kwargs):
 
 
 def _batch_norm():
-    # BinaryNet's settings: a slower running average than Keras' default.
+    # BinaryNet's settings (Lasagne's alpha=0.1, i.e. Keras momentum 0.9): a faster
+    # running average than Keras' default 0.99, and a smaller epsilon.
     return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-4)
 
 
