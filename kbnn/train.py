@@ -154,7 +154,7 @@ def _as_model(model_or_path):
 
 
 def _init_record(init):
-    """What the JSON says of `--init`: the file, and its own training when its JSON is beside it."""
+    """The JSON's record of `init`: the file, and its training when its JSON lies beside it."""
     if init is None or isinstance(init, keras.Model):
         return None if init is None else {"model": init.name}
     path = pathlib.Path(init)
@@ -253,7 +253,7 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
     chief writes. `teacher` (a .keras path or a model) is distilled into the model
     (`fit_model`); without augmentation its logits are computed once
     (`kbnn.distill.with_teacher_logits`). `init` (a .keras path or a model) gives
-    the starting weights.
+    the starting weights; `ema` a weight-averaging momentum (`fit_model`).
     With `validation_size=0` it trains on all training images and keeps the
     last epoch: the second stage of a recipe whose settings (epochs included)
     were chosen on a validation run.
