@@ -31,12 +31,14 @@ def table(models_dir=ROOT / "saved_models"):
         arch = {k: v for k, v in m["model"].items() if k != "builder"}
         arch = ", ".join(f"{k}={v}" for k, v in arch.items())
         seconds = m["epoch_seconds"][1:] or m["epoch_seconds"]
+        epochs = _epochs(m["training"])  # the kept epoch counts from the first cycle's start
+        kept = epochs - m["training"]["epochs"] + m["best_epoch"]
         rows.append(
             f"| {m['name']} | {m['model']['builder']}({arch}) | "
             f"{100 * m['test_accuracy']:.2f}% | {m['params_1bit']:,} | "
             f"{m['params_32bit']:,} | {m['memory_bytes'] / 1024:,.1f} KiB | "
             f"{m['float32_memory_bytes'] / 1024:,.1f} KiB | "
-            f"{_epochs(m['training'])} ({_epochs(m['training']) - m['training']['epochs'] + m['best_epoch']}) | "
+            f"{epochs} ({kept}) | "
             f"{sum(seconds) / len(seconds):.1f} | [recipe](recipes/{m['name']}.sh) |"
         )
     return "\n".join(rows)
