@@ -140,7 +140,7 @@ def test_released_file_holds_no_optimizer_state(tmp_path, tiny_fashion_mnist):
 
 
 def test_init_starts_from_a_models_weights_and_rejects_another_architecture(
-        tmp_path, tiny_fashion_mnist, capsys):
+        tmp_path, tiny_fashion_mnist):
     first = tmp_path / "first"
     train.train_and_save("bnn_mlp", {"hidden_units": (16,)}, first, epochs=1, batch_size=50,
                          data_dir=tiny_fashion_mnist, validation_size=50, verbose=0)
