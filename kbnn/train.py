@@ -263,11 +263,16 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
     if "binarization" in model_args and model_args.get("seed") is None:
         model_args = {**model_args, "seed": seed}
     split = dict(validation_size=validation_size, subset="training") if validation_size else {}
+    teacher_name = None
+    if teacher is not None:  # loaded once, in the strategy that trains with it
+        teacher_name = (teacher.name if isinstance(teacher, keras.Model)
+                        else pathlib.Path(teacher).name)
+        with strategy.scope():
+            teacher = _as_model(teacher)
     cache_teacher = teacher is not None and not (flip or shift)
     if cache_teacher:  # the inputs are the same every epoch: run the teacher once
         images, labels = load_fashion_mnist("train", data_dir=data_dir, as_numpy=True, **split)
-        train = with_teacher_logits(_as_model(teacher), images, labels,
-                                    batch_size=batch_size, seed=seed)
+        train = with_teacher_logits(teacher, images, labels, batch_size=batch_size, seed=seed)
     else:
         train = load_fashion_mnist("train", data_dir=data_dir, batch_size=batch_size,
                                    shuffle=True, seed=seed, **split)
@@ -295,9 +300,7 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
                          else type(distribute).__name__,
                          flip=flip, shift=shift, jit_compile=jit_compile,
                          distillation=None if teacher is None else dict(
-                             teacher=teacher.name if isinstance(teacher, keras.Model)
-                             else pathlib.Path(teacher).name,
-                             alpha=alpha, temperature=temperature,
+                             teacher=teacher_name, alpha=alpha, temperature=temperature,
                              teacher_logits="computed once" if cache_teacher else "every step"),
                          init=_init_record(init), ema=ema),
         "test_accuracy": float(test_accuracy),

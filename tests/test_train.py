@@ -54,6 +54,16 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_fashion_mnist,
         distribute=mirrored_strategy, verbose=0)
     assert metrics["training"]["distribute"] == "MirroredStrategy"
     assert np.isfinite(metrics["history"]["loss"]).all()
+    # A teacher from a file is loaded in the same strategy, its logits cached or not.
+    zoo.float_mlp((8,)).save(tmp_path / "teacher.keras")
+    for flip, logits in ((False, "computed once"), (True, "every step")):
+        distilled = train.train_and_save(
+            "bnn_mlp", {"hidden_units": (16,)}, tmp_path / f"d{flip}", epochs=1, batch_size=20,
+            data_dir=tiny_fashion_mnist, validation_size=50, distribute=mirrored_strategy,
+            teacher=tmp_path / "teacher.keras", flip=flip, verbose=0)
+        assert distilled["training"]["distillation"]["teacher"] == "teacher.keras"
+        assert distilled["training"]["distillation"]["teacher_logits"] == logits
+        assert np.isfinite(distilled["history"]["loss"]).all()
 
 
 def test_distribute_option_names_the_strategies():
