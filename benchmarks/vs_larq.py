@@ -1,6 +1,6 @@
 """Train the same deterministic 784-1024-10 BNN with kbnn and with Larq; compare.
 
-    python benchmarks/vs_larq.py --data-dir ../shared/data/fashion_mnist [--epochs 10]
+    python benchmarks/vs_larq.py --data-dir ../shared/data/fashion_mnist [--epochs 10] [--rounds 3]
 
 Larq needs Keras 2 (tf-keras) and numpy < 2, so it runs in its own virtual
 environment, created here on first use (benchmarks/.venv-larq: tensorflow-cpu
@@ -29,8 +29,8 @@ LARQ_PACKAGES = ["tensorflow-cpu==2.16.2", "tf-keras==2.16.0", "larq", "numpy<2"
 WORKER = textwrap.dedent('''
     import json, resource, sys, time
     import numpy as np
-    impl, data_path, epochs, batch_size, lr = sys.argv[1:6]
-    epochs, batch_size, lr = int(epochs), int(batch_size), float(lr)
+    impl, data_path, epochs, batch_size, lr, seed = sys.argv[1:7]
+    epochs, batch_size, lr, seed = int(epochs), int(batch_size), float(lr), int(seed)
     if impl == "larq":
         import tensorflow as tf
         import larq as lq
@@ -45,7 +45,7 @@ WORKER = textwrap.dedent('''
         clip = lambda: kbnn.constraints.WeightClip(1.0)
         # kbnn's Adam (fused update) unless asked for Keras 3's own, to show the difference
         Adam = keras.optimizers.Adam if impl == "kbnn-keras-adam" else kbnn.optimizers.Adam
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     data = np.load(data_path)
     bn = lambda: keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-4)
     binary = lambda: dict(kernel_quantizer="ste_sign", kernel_constraint=clip(), use_bias=False)
@@ -78,11 +78,11 @@ def larq_python():
     return python
 
 
-def run(python, impl, data_path, args, env=None):
-    print(f"training with {impl} ({args.epochs} epochs) ...", flush=True)
+def run(python, impl, data_path, args, seed, env=None):
+    print(f"training with {impl} ({args.epochs} epochs, seed {seed}) ...", flush=True)
     done = subprocess.run(
         [str(python), "-c", WORKER, impl, data_path, str(args.epochs), str(args.batch_size),
-         str(args.lr)], capture_output=True, text=True, env=env)
+         str(args.lr), str(seed)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         sys.exit(f"{impl} run failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -91,6 +91,12 @@ def run(python, impl, data_path, args, env=None):
 def steady(seconds):
     rest = seconds[1:] or seconds
     return sum(rest) / len(rest)
+
+
+def median(values):
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
 def main():
@@ -105,6 +111,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="train every library this many times (seeds 0, 1, ...), in "
+                             "alternating order, and report medians: this machine drifts")
     args = parser.parse_args()
 
     x_train, y_train = load_fashion_mnist("train", data_dir=args.data_dir, as_numpy=True)
@@ -114,23 +123,35 @@ def main():
         data_path = os.path.join(tmp, "fashion_mnist.npz")
         np.savez(data_path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
         legacy = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
-        results = {"kbnn": run(sys.executable, "kbnn", data_path, args),
-                   "larq": run(python, "larq", data_path, args, env=legacy),
-                   "kbnn-keras-adam": run(sys.executable, "kbnn-keras-adam", data_path, args)}
+        runners = {"kbnn": (sys.executable, None), "larq": (python, legacy),
+                   "kbnn-keras-adam": (sys.executable, None)}
+        rounds = {impl: [] for impl in runners}
+        for seed in range(args.rounds):
+            order = list(runners) if seed % 2 == 0 else list(reversed(runners))
+            for impl in order:
+                rounds[impl].append(run(runners[impl][0], impl, data_path, args, seed,
+                                        env=runners[impl][1]))
 
+    summary = {impl: {"first": median([r["epoch_seconds"][0] for r in rs]),
+                      "steady": median([steady(r["epoch_seconds"]) for r in rs]),
+                      "rss": median([r["peak_rss_mb"] for r in rs]),
+                      "accuracy": sum(r["test_accuracy"] for r in rs) / len(rs)}
+               for impl, rs in rounds.items()}
     print(f"\n784-1024-10 deterministic BNN, {args.epochs} epochs, batch {args.batch_size}, "
-          f"Adam {args.lr}")
+          f"Adam {args.lr}, {args.rounds} round(s): medians of seconds and RSS, mean accuracy")
     print(f"{'':<16} {'first epoch s':>14} {'s/epoch':>9} {'peak RSS MiB':>13} {'test acc':>9}")
-    for impl, r in results.items():
-        print(f"{impl:<16} {r['epoch_seconds'][0]:>14.1f} {steady(r['epoch_seconds']):>9.2f} "
-              f"{r['peak_rss_mb']:>13,.0f} {100 * r['test_accuracy']:>8.2f}%")
-    k, l = results["kbnn"], results["larq"]
-    print(f"kbnn/larq: s/epoch {steady(k['epoch_seconds']) / steady(l['epoch_seconds']):.2f}, "
-          f"peak RSS {k['peak_rss_mb'] / l['peak_rss_mb']:.2f}, "
-          f"test accuracy {100 * (k['test_accuracy'] - l['test_accuracy']):+.2f} points")
-    plain = results["kbnn-keras-adam"]
-    print(f"kbnn with Keras 3's unfused Adam / larq: s/epoch "
-          f"{steady(plain['epoch_seconds']) / steady(l['epoch_seconds']):.2f}")
+    for impl, s in summary.items():
+        print(f"{impl:<16} {s['first']:>14.1f} {s['steady']:>9.2f} {s['rss']:>13,.0f} "
+              f"{100 * s['accuracy']:>8.2f}%")
+    k, l = summary["kbnn"], summary["larq"]
+    print(f"kbnn/larq: s/epoch {k['steady'] / l['steady']:.2f}, peak RSS {k['rss'] / l['rss']:.2f}, "
+          f"test accuracy {100 * (k['accuracy'] - l['accuracy']):+.2f} points")
+    if args.rounds > 1:
+        per_round = [steady(a["epoch_seconds"]) / steady(b["epoch_seconds"])
+                     for a, b in zip(rounds["kbnn"], rounds["larq"])]
+        print("kbnn/larq s/epoch per round: " + ", ".join(f"{r:.2f}" for r in per_round))
+    plain = summary["kbnn-keras-adam"]
+    print(f"kbnn with Keras 3's unfused Adam / larq: s/epoch {plain['steady'] / l['steady']:.2f}")
 
 
 if __name__ == "__main__":
