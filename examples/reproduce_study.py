@@ -62,17 +62,25 @@ def mean_steady(seconds):
     return sum(steady) / len(steady)
 
 
+def median_steady(seconds):
+    """Median seconds per epoch without the first: robust to the slow epochs a busy machine adds."""
+    steady = sorted(seconds[1:] or seconds)
+    middle = len(steady) // 2
+    return steady[middle] if len(steady) % 2 else (steady[middle - 1] + steady[middle]) / 2
+
+
 def markdown(results):
-    lines = ["| MLP | binarization | first epoch (s) | s/epoch | peak RSS (MiB) | "
-             "final train acc | final test acc | time / float | memory / float |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| MLP | binarization | first epoch (s) | s/epoch, median | s/epoch, mean | "
+             "peak RSS (MiB) | final train acc | final test acc | time / float | memory / float |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         base = next(f for f in results if f["hidden"] == r["hidden"] and f["kind"] == "float")
         lines.append(
             f"| 784-{r['hidden']}-10 | {r['kind']} | {r['epoch_seconds'][0]:.1f} | "
-            f"{mean_steady(r['epoch_seconds']):.2f} | {r['peak_rss_mb']:,.0f} | "
+            f"{median_steady(r['epoch_seconds']):.2f} | {mean_steady(r['epoch_seconds']):.2f} | "
+            f"{r['peak_rss_mb']:,.0f} | "
             f"{100 * r['train_accuracy'][-1]:.2f}% | {100 * r['test_accuracy'][-1]:.2f}% | "
-            f"{mean_steady(r['epoch_seconds']) / mean_steady(base['epoch_seconds']):.2f} | "
+            f"{median_steady(r['epoch_seconds']) / median_steady(base['epoch_seconds']):.2f} | "
             f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f} |")
     return "\n".join(lines)
 
@@ -101,7 +109,8 @@ def figures(results, out):
 
     labels = [f"{r['hidden']}\n{r['kind'][:5]}" for r in results]
     for key, ylabel, name in (
-        (lambda r: mean_steady(r["epoch_seconds"]), "seconds per epoch", "time_per_epoch.png"),
+        (lambda r: median_steady(r["epoch_seconds"]), "seconds per epoch (median)",
+         "time_per_epoch.png"),
         (lambda r: r["peak_rss_mb"], "peak RSS (MiB)", "memory.png"),
     ):
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -124,6 +133,9 @@ def main():
     parser.add_argument("--out", default="study")
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 1024],
                         help="hidden widths of the 784-H-10 MLPs")
+    parser.add_argument("--replot", metavar="STUDY_JSON",
+                        help="write the table and figures of an earlier run's study.json "
+                             "into --out, without training")
     parser.add_argument("--run-one", nargs=2, metavar=("HIDDEN", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -133,6 +145,10 @@ def main():
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        results = json.loads(pathlib.Path(args.replot).read_text())
+        write_report(results, out, args.lr, args.seed)
+        return 0
     results = []
     for hidden, kind in [(h, kind) for h in args.hidden for kind in KINDS]:
         start = time.perf_counter()
@@ -148,20 +164,26 @@ def main():
             return 1
         result = json.loads(done.stdout.strip().splitlines()[-1])
         results.append(result)
-        print(f"  {mean_steady(result['epoch_seconds']):.2f} s/epoch, peak RSS "
+        print(f"  {median_steady(result['epoch_seconds']):.2f} s/epoch (median), peak RSS "
               f"{result['peak_rss_mb']:,.0f} MiB, test accuracy "
               f"{100 * result['test_accuracy'][-1]:.2f}% ({time.perf_counter() - start:.0f} s)",
               flush=True)
+    write_report(results, out, args.lr, args.seed)
+    return 0
+
+
+def write_report(results, out, lr, seed):
+    """Write OUT/study.json, study.md and the figures of `results`; print the table."""
     (out / "study.json").write_text(json.dumps(results, indent=1) + "\n")
     table = markdown(results)
     (out / "study.md").write_text(
-        f"# Float vs binary MLPs on Fashion-MNIST\n\n{args.epochs} epochs, batch "
-        f"{args.batch_size}, Adam {args.lr}, seed {args.seed}, one process per row; "
-        f"s/epoch excludes the first (tracing) epoch.\n\n{table}\n")
+        f"# Float vs binary MLPs on Fashion-MNIST\n\n{results[0]['epochs']} epochs, batch "
+        f"{results[0]['batch_size']}, Adam {lr}, seed {seed}, one process per row; "
+        f"s/epoch excludes the first (tracing) epoch; time / float compares medians, "
+        f"which a few slow epochs on a busy machine do not move.\n\n{table}\n")
     figures(results, out)
     print(table)
     print(f"wrote {out}/study.json, study.md, error_vs_epoch.png, time_per_epoch.png, memory.png")
-    return 0
 
 
 if __name__ == "__main__":

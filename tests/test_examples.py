@@ -41,3 +41,19 @@ def test_reproduce_study_writes_table_json_and_figures(tiny_fashion_mnist, tmp_p
     for name in ("error_vs_epoch.png", "time_per_epoch.png", "memory.png"):
         assert (tmp_path / "study" / name).read_bytes()[:4] == b"\x89PNG"
     assert "wrote" in out
+
+
+def test_reproduce_study_replot_compares_median_epoch_times(tmp_path):
+    # One slow epoch (a busy machine) moves the mean, not the median the ratio uses.
+    row = dict(hidden=8, epochs=4, batch_size=100, train_accuracy=[0.5] * 4,
+               test_accuracy=[0.5] * 4, rss_before_fit_mb=700)
+    results = [dict(row, kind="float", epoch_seconds=[9, 2, 4, 100], peak_rss_mb=1000),
+               dict(row, kind="deterministic", epoch_seconds=[9, 3, 3, 5], peak_rss_mb=900)]
+    (tmp_path / "in.json").write_text(json.dumps(results))
+    _run("reproduce_study.py", "--replot", tmp_path / "in.json", "--out", tmp_path / "re",
+         cwd=tmp_path)
+    table = (tmp_path / "re" / "study.md").read_text()
+    assert "| 784-8-10 | float | 9.0 | 4.00 | 35.33 | 1,000 |" in table
+    assert "| 784-8-10 | deterministic | 9.0 | 3.00 | 3.67 | 900 |" in table
+    assert table.rstrip().endswith("| 0.75 | 0.90 |")
+    assert json.loads((tmp_path / "re" / "study.json").read_text()) == results
