@@ -24,6 +24,8 @@ Conventions that live here and nowhere else:
   the summary and the exporter both ask it.
 """
 
+import numbers
+
 import keras
 import tensorflow as tf
 
@@ -69,12 +71,13 @@ def _clipped_gradient(x, dy, clip_value):
     if clip_value is None:
         return dy
     if (x.dtype == tf.float32 and dy.dtype == tf.float32
-            and isinstance(clip_value, (int, float)) and 0 < clip_value < 1e38):
-        # One fused kernel in place of abs, compare and select (0.9 instead of
-        # 2.9 ms for a 784x1024 kernel). FakeQuant's gradient passes dy where
-        # nudged_min <= x <= nudged_max; with 2 narrow-range bits over [-c, c]
-        # the scale is c and the zero point exactly 2, so the nudged range is
-        # exactly [-c, c]. Masked entries are dy * 0 (a signed zero).
+            and isinstance(clip_value, numbers.Real) and 0 < clip_value < 1e38):
+        # One fused kernel in place of abs, compare and select: 0.23 instead of
+        # 1.05 ms for a 784x1024 kernel here. FakeQuant's gradient passes dy
+        # where nudged_min <= x <= nudged_max; with 2 narrow-range bits over
+        # [-c, c] the scale is c and the zero point exactly 2, so the nudged
+        # range is exactly [-c, c]. Masked entries are dy * 0: a signed zero,
+        # or NaN where dy is inf or NaN (tf.where would give 0 there).
         return tf.raw_ops.FakeQuantWithMinMaxArgsGradient(
             gradients=dy, inputs=x, min=-float(clip_value), max=float(clip_value),
             num_bits=2, narrow_range=True)

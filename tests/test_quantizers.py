@@ -39,7 +39,7 @@ def test_ste_sign_gradient_inside_on_and_outside_the_clip():
     np.testing.assert_array_equal(g, dy)
 
 
-@pytest.mark.parametrize("clip_value", [1.0, 0.5, 1.3, 2, 1e-3, 1e30])
+@pytest.mark.parametrize("clip_value", [1.0, 0.5, 1.3, 2, 1e-3, 1e30, np.float32(0.75)])
 def test_clipped_gradient_is_exact_at_the_clip_in_float32_and_float64(clip_value):
     # float32 takes a fused kernel (FakeQuant's gradient), other dtypes tf.where;
     # both must pass dy exactly where |x| <= clip_value, the neighbours of
