@@ -50,6 +50,7 @@ def run_one(hidden, kind, args):
                         verbose=0)
     return {
         "hidden": hidden, "kind": kind, "epochs": args.epochs, "batch_size": args.batch_size,
+        "lr": args.lr, "seed": args.seed,
         "epoch_seconds": timer.seconds,
         "train_accuracy": history.history["accuracy"],
         "test_accuracy": history.history["val_accuracy"],
@@ -173,7 +174,12 @@ def main():
 
 
 def write_report(results, out, lr, seed):
-    """Write OUT/study.json, study.md and the figures of `results`; print the table."""
+    """Write OUT/study.json, study.md and the figures of `results`; print the table.
+
+    Learning rate and seed come from the results where recorded (older files
+    lack them), else from `lr` and `seed`.
+    """
+    lr, seed = results[0].get("lr", lr), results[0].get("seed", seed)
     (out / "study.json").write_text(json.dumps(results, indent=1) + "\n")
     table = markdown(results)
     (out / "study.md").write_text(

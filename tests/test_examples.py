@@ -35,6 +35,7 @@ def test_reproduce_study_writes_table_json_and_figures(tiny_fashion_mnist, tmp_p
         (8, "float"), (8, "deterministic"), (8, "stochastic")]
     for r in results:
         assert len(r["epoch_seconds"]) == len(r["test_accuracy"]) == 2
+        assert (r["lr"], r["seed"]) == (0.001, 0)
         assert r["peak_rss_mb"] >= r["rss_before_fit_mb"] > 100
     table = (tmp_path / "study" / "study.md").read_text()
     assert table.count("| 784-8-10 |") == 3 and "| 1.00 | 1.00 |" in table
@@ -53,6 +54,7 @@ def test_reproduce_study_replot_compares_median_epoch_times(tmp_path):
     _run("reproduce_study.py", "--replot", tmp_path / "in.json", "--out", tmp_path / "re",
          cwd=tmp_path)
     table = (tmp_path / "re" / "study.md").read_text()
+    assert "4 epochs, batch 100, Adam 0.001, seed 0," in table  # defaults: the rows lack lr/seed
     assert "| 784-8-10 | float | 9.0 | 4.00 | 35.33 | 1,000 |" in table
     assert "| 784-8-10 | deterministic | 9.0 | 3.00 | 3.67 | 900 |" in table
     assert table.rstrip().endswith("| 0.75 | 0.90 |")
