@@ -1,13 +1,14 @@
 """Quantized Keras layers: `QuantDense`, `QuantConv2D`, `QuantDepthwiseConv2D`.
 
-Each subclasses its Keras layer, takes every argument of it, and adds
-quantizers for the input and the kernel. A binarized layer (BinaryNet style):
+Each subclasses its Keras layer, takes every argument of it (positional ones
+in Keras's order), and adds keyword-only quantizers for the input and the
+kernel. A binarized layer (BinaryNet style):
 
 >>> import numpy as np, kbnn
 >>> layer = kbnn.layers.QuantDense(
 ...     16, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
 ...     kernel_constraint="weight_clip", use_bias=False)
->>> layer(np.random.randn(2, 8).astype("float32")).shape
+>>> tuple(layer(np.random.randn(2, 8).astype("float32")).shape)
 (2, 16)
 
 The quantizers apply in `call`, on every forward pass: the layer keeps real
@@ -75,18 +76,20 @@ class QuantDense(_QuantizerMixin, keras.layers.Dense):
     >>> layer = kbnn.layers.QuantDense(3, kernel_quantizer="ste_sign")
 
     Args:
-        units, ...: every argument of `keras.layers.Dense`.
-        input_quantizer: quantizer applied to the input (name, dict, object).
+        units, ...: every argument of `keras.layers.Dense`, positional ones in
+            its order (`QuantDense(10, "relu")`).
+        input_quantizer: quantizer applied to the input (name, dict, object);
+            keyword-only, like the other quantizer arguments.
         kernel_quantizer: quantizer applied to the kernel.
         kernel_constraint: also accepts "weight_clip".
     """
 
     def __init__(
-        self, units, input_quantizer=None, kernel_quantizer=None,
+        self, units, *args, input_quantizer=None, kernel_quantizer=None,
         kernel_constraint=None, **kwargs,
     ):
         super().__init__(
-            units, kernel_constraint=kbnn_constraints.get(kernel_constraint), **kwargs
+            units, *args, kernel_constraint=kbnn_constraints.get(kernel_constraint), **kwargs
         )
         self._set_quantizers(input_quantizer, kernel_quantizer)
 
@@ -116,11 +119,11 @@ class QuantConv2D(_QuantizerMixin, keras.layers.Conv2D):
     """
 
     def __init__(
-        self, filters, kernel_size, input_quantizer=None, kernel_quantizer=None,
+        self, filters, kernel_size, *args, input_quantizer=None, kernel_quantizer=None,
         kernel_constraint=None, **kwargs,
     ):
         super().__init__(
-            filters, kernel_size,
+            filters, kernel_size, *args,
             kernel_constraint=kbnn_constraints.get(kernel_constraint), **kwargs,
         )
         self._set_quantizers(input_quantizer, kernel_quantizer)
@@ -154,11 +157,11 @@ class QuantDepthwiseConv2D(_QuantizerMixin, keras.layers.DepthwiseConv2D):
     _kernel_quantizer_arg = "depthwise_quantizer"
 
     def __init__(
-        self, kernel_size, input_quantizer=None, depthwise_quantizer=None,
+        self, kernel_size, *args, input_quantizer=None, depthwise_quantizer=None,
         depthwise_constraint=None, **kwargs,
     ):
         super().__init__(
-            kernel_size,
+            kernel_size, *args,
             depthwise_constraint=kbnn_constraints.get(depthwise_constraint), **kwargs,
         )
         self._set_quantizers(input_quantizer, depthwise_quantizer)

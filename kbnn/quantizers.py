@@ -19,7 +19,8 @@ Conventions that live here and nowhere else:
 
 * sign(0) = +1 (`sign`); every binary output is exactly +1.0 or -1.0.
 * the straight-through gradient passes `dy` where |x| <= clip_value and 0
-  elsewhere; `clip_value=None` passes it everywhere.
+  elsewhere (in float32, `dy * 0`: NaN where `dy` itself is inf or NaN);
+  `clip_value=None` passes it everywhere.
 * `is_binary(q)` decides which quantizers produce two levels (1-bit values);
   the summary and the exporter both ask it.
 """
@@ -363,10 +364,9 @@ def get(identifier):
         return cls()
     if isinstance(identifier, dict):
         return keras.saving.deserialize_keras_object(identifier)
-    if identifier in _BY_FUNCTION:
-        return _BY_FUNCTION[identifier]()
     if callable(identifier):
-        return identifier
+        cls = next((c for f, c in _BY_FUNCTION.items() if f is identifier), None)
+        return identifier if cls is None else cls()
     raise ValueError(
         f"Cannot interpret {identifier!r} as a quantizer: pass a name "
         f"({', '.join(_BY_NAME)}), a config dict, a Quantizer or a callable."

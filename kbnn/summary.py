@@ -143,6 +143,9 @@ def _leaf_layers(model):
 def summary(model, print_fn=print):
     """Print the bit-level table of a built model and return its `ModelSummary`.
 
+    >>> import keras, kbnn
+    >>> model = keras.Sequential([keras.Input((784,)), kbnn.layers.QuantDense(
+    ...     128, kernel_quantizer="ste_sign", use_bias=False)])
     >>> kbnn.summary(model, print_fn=None).layers[0].params_1bit
     100352
 

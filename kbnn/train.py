@@ -228,7 +228,7 @@ def _write_outputs(out, writers):
             staged[suffix] = pathlib.Path(tmp) / (out.name + suffix)
             write(staged[suffix])
         for suffix, path in staged.items():
-            path.replace(out.with_suffix(suffix))
+            path.replace(out.parent / (out.name + suffix))
 
 
 def _is_chief(strategy):
@@ -287,6 +287,8 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
         jit_compile=jit_compile, teacher=teacher, alpha=alpha, temperature=temperature,
         init=init, ema=ema, verbose=verbose)
     out = pathlib.Path(out or zoo.models_dir() / model.name)
+    if out.suffix == ".keras":  # `--out x.keras` names the set x.keras / x.json / x.png
+        out = out.with_suffix("")
     test_loss, test_accuracy = model.evaluate(test, verbose=0)
     bits = kbnn.summary(model, print_fn=None)
     saved_args = _builder_arguments(builder, model_args)

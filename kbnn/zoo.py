@@ -74,6 +74,15 @@ def _binary(**kwargs):
                 use_bias=False, **kwargs)
 
 
+def _check_widths(argument, widths):
+    """A zoo model needs at least one hidden layer (block): without one, a BNN's
+    only layer would binarize the raw pixels, which are all >= 0."""
+    widths = tuple(widths)
+    if not widths or not all(isinstance(w, int) and w > 0 for w in widths):
+        raise ValueError(f"{argument}={widths!r}: give one or more positive layer widths, "
+                         f"e.g. {argument}=(128,).")
+
+
 def _batch_norm():
     # BinaryNet's settings (Lasagne's alpha=0.1, i.e. Keras momentum 0.9): a faster
     # running average than Keras' default 0.99, and a smaller epsilon.
@@ -97,6 +106,7 @@ def bnn_mlp(hidden_units=(1024,), binarization="deterministic", input_dropout=0.
         weights: None, or "fashion_mnist" for the released weights.
     """
     hidden_units = tuple(hidden_units)
+    _check_widths("hidden_units", hidden_units)
     act = _activation_quantizer(binarization, seed)
     inputs = keras.Input(INPUT_SHAPE)
     x = keras.layers.Flatten()(inputs)
@@ -121,6 +131,7 @@ def float_mlp(hidden_units=(1024,), input_dropout=0.1, dropout=0.2, weights=None
     102154
     """
     hidden_units = tuple(hidden_units)
+    _check_widths("hidden_units", hidden_units)
     inputs = keras.Input(INPUT_SHAPE)
     x = keras.layers.Flatten()(inputs)
     x = keras.layers.Dropout(input_dropout)(x)
@@ -137,7 +148,7 @@ def float_mlp(hidden_units=(1024,), input_dropout=0.1, dropout=0.2, weights=None
     return _with_weights(model, "float_mlp", arguments, weights)
 
 
-def bnn_cnn(filters=(64, 128, 256), dense_units=128, binarization="deterministic",
+def bnn_cnn(filters=(48, 96, 192), dense_units=256, binarization="deterministic",
             dropout=0.2, seed=None, weights=None, name=None):
     """Binary VGG-style CNN: per block two 3x3 convolutions and a 2x2 max-pool.
 
@@ -145,8 +156,11 @@ def bnn_cnn(filters=(64, 128, 256), dense_units=128, binarization="deterministic
     True
 
     The first convolution sees the real-valued image; the rest get binarized
-    activations. Pooling comes before batch norm, as in BinaryNet.
+    activations. Pooling comes before batch norm, as in BinaryNet. The
+    defaults are the released architecture, so `bnn_cnn(weights="fashion_mnist")`
+    loads it.
     """
+    _check_widths("filters", filters)
     act = _activation_quantizer(binarization, seed)
     inputs = keras.Input(INPUT_SHAPE)
     x, n = inputs, 0
@@ -171,12 +185,16 @@ def bnn_cnn(filters=(64, 128, 256), dense_units=128, binarization="deterministic
     return _with_weights(model, "bnn_cnn", arguments, weights)
 
 
-def float_cnn(filters=(64, 128, 256), dense_units=128, dropout=0.3, weights=None, name=None):
+def float_cnn(filters=(32, 64, 128), dense_units=256, dropout=0.3, weights=None, name=None):
     """Float twin of `bnn_cnn`: the same blocks with ReLU activations.
 
     >>> float_cnn().output_shape
     (None, 10)
+
+    The defaults are the released float_cnn's architecture (narrower than the
+    released bnn_cnn); pass the BNN's `filters` and `dense_units` for an exact twin.
     """
+    _check_widths("filters", filters)
     inputs = keras.Input(INPUT_SHAPE)
     x = inputs
     for width in filters:
@@ -215,9 +233,12 @@ def _with_weights(model, builder, arguments, weights):
         ):
             model.load_weights(models_dir() / f"{name}.keras")
             return model
-    wanted = ", ".join(f"{k}={arguments[k]!r}" for k in sorted(shape_keys))
+    shapes = lambda config: ", ".join(f"{k}={config.get(k)!r}" for k in sorted(shape_keys))
+    same_builder = [f"{name}: {builder}({shapes(config)})" for name, config in released.items()
+                    if config.get("builder") == builder]
     raise ValueError(
-        f"No released fashion_mnist weights for {builder}({wanted}) in {models_dir()}. "
-        f"Released: {', '.join(released) or 'none'}. Train one with "
-        f"`python -m kbnn.train {builder} ...`, or use weights=None."
+        f"No released fashion_mnist weights for {builder}({shapes(arguments)}) in "
+        f"{models_dir()}. Released {builder} models: {'; '.join(same_builder) or 'none'} "
+        f"(pass those arguments). Train one with `python -m kbnn.train {builder} ...`, "
+        f"or use weights=None."
     )

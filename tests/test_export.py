@@ -109,6 +109,27 @@ def test_random_models_export_run_on_builtins_and_agree(seed):
     assert sum(l.packed_bits for l in result.layouts) == binary_weights
 
 
+def test_conv_and_depthwise_kernels_are_packed_in_the_file():
+    binary = dict(input_quantizer="ste_sign", use_bias=False)
+    model = keras.Sequential([
+        keras.Input((12, 12, 8)),
+        kbnn.layers.QuantConv2D(40, 3, kernel_quantizer="ste_sign", **binary),
+        kbnn.layers.QuantDepthwiseConv2D(3, depth_multiplier=2, depthwise_quantizer="ste_sign",
+                                         **binary),
+    ])
+    result = export_tflite(model)
+    from ai_edge_litert.interpreter import Interpreter
+
+    tensors = Interpreter(model_content=result.tflite).get_tensor_details()
+    shapes = {tuple(t["shape"]) for t in tensors if t["dtype"] == np.int32}
+    conv_words, depthwise_words = (3 * 3 * 8 * 40 + 31) // 32, (3 * 3 * 40 * 2 + 31) // 32
+    assert (conv_words,) in shapes and (depthwise_words,) in shapes
+    assert result.floor_bytes == (3 * 3 * 8 * 40 + 3 * 3 * 40 * 2) / 8
+    # No float32 copy of the kernels survived conversion: the whole file is smaller
+    # than they would be (8.3 KB, mostly the unpacking graph, vs 14.4 KB).
+    assert len(result.tflite) < 4 * (3 * 3 * 8 * 40 + 3 * 3 * 40 * 2)
+
+
 def test_packed_file_is_near_the_floor_and_stores_words():
     model = kbnn.zoo.bnn_mlp((1024,))
     randomize_batch_norms(model, np.random.default_rng(0))
@@ -116,8 +137,11 @@ def test_packed_file_is_near_the_floor_and_stores_words():
     floor = (784 * 1024 + 1024 * 10) / 8 + 4 * 2 * (1024 + 10)
     assert result.floor_bytes == floor
     assert len(result.tflite) <= 1.10 * floor
-    float_size = len(to_tflite(model, weights="float"))
-    assert float_size > 25 * len(result.tflite)
+    float_result = export_tflite(model, weights="float")
+    assert len(float_result.tflite) > 25 * len(result.tflite)
+    # The floor is the model's, whichever mode stores the binary kernels.
+    assert float_result.floor_bytes == floor
+    assert export_tflite(model, weights="int8").floor_bytes == floor
     from ai_edge_litert.interpreter import Interpreter
 
     tensors = Interpreter(model_content=result.tflite).get_tensor_details()
@@ -231,6 +255,38 @@ def test_cli_rejects_bad_inputs(saved_bnn, tmp_path, capsys):
                  tmp_path)
     assert_fails(["--tflite", str(saved_bnn), "-o", str(tmp_path / "nodir" / "x.tflite")],
                  capsys, "not writable", tmp_path)
+    model_bytes = saved_bnn.read_bytes()
+    assert_fails(["--tflite", str(saved_bnn), "-o", str(saved_bnn)], capsys,
+                 "is the model being exported", tmp_path)
+    assert saved_bnn.read_bytes() == model_bytes
+    (tmp_path / "adir").mkdir()
+    assert_fails(["--tflite", str(saved_bnn), "-o", str(tmp_path / "adir")], capsys,
+                 "it is a directory", tmp_path)
+
+
+def test_cli_rejects_unknown_input_sizes_and_mismatched_verify_data(tmp_path, capsys,
+                                                                    tiny_fashion_mnist):
+    conv = kbnn.layers.QuantConv2D(2, 3, kernel_quantizer="ste_sign")
+    inputs = keras.Input((None, None, 1))
+    keras.Model(inputs, conv(inputs)).save(tmp_path / "fully_conv.keras")
+    assert_fails(["--tflite", str(tmp_path / "fully_conv.keras")], capsys,
+                 "export needs every dimension but the batch fixed", tmp_path)
+    keras.Sequential([keras.Input((5,)), kbnn.layers.QuantDense(
+        2, kernel_quantizer="ste_sign")]).save(tmp_path / "small.keras")
+    assert_fails(["--tflite", str(tmp_path / "small.keras"), "--verify-data",
+                  str(tiny_fashion_mnist)], capsys, "the model takes (5,)", tmp_path)
+
+
+def test_quantizer_off_its_levels_names_the_layer(tmp_path, capsys):
+    class ZeroOne(kbnn.quantizers.BinaryQuantizer):  # outputs 0/1, declares -1/+1
+        def call(self, x):
+            return keras.ops.cast(x >= 0, x.dtype)
+
+    model = keras.Sequential([keras.Input((5,)), kbnn.layers.QuantDense(
+        2, kernel_quantizer=ZeroOne(), name="odd_dense")])
+    with pytest.raises(kbnn.export.ExportError,
+                       match="Layer 'odd_dense' \\(QuantDense\\): ZeroOne produced values"):
+        export_tflite(model)
 
 
 def test_cli_unsupported_layer(tmp_path, capsys):

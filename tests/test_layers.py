@@ -63,6 +63,11 @@ def test_quant_depthwise_is_sign_depthwise_conv():
         4, 3, padding="same", strides=2), (2, 9, 9, 3)),
     lambda: (QuantDepthwiseConv2D(3, depth_multiplier=2),
              keras.layers.DepthwiseConv2D(3, depth_multiplier=2), (2, 6, 6, 3)),
+    # Positional arguments in the Keras parent's order.
+    lambda: (QuantDense(6, "relu", False), keras.layers.Dense(6, "relu", False), (3, 4)),
+    lambda: (QuantConv2D(4, 3, 2, "same"), keras.layers.Conv2D(4, 3, 2, "same"), (2, 9, 9, 3)),
+    lambda: (QuantDepthwiseConv2D(3, 2, "same", 2),
+             keras.layers.DepthwiseConv2D(3, 2, "same", 2), (2, 7, 7, 3)),
 ])
 def test_without_quantizers_equals_keras_parent(make):
     quant, plain, shape = make()

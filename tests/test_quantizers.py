@@ -132,6 +132,8 @@ def test_unknown_name_lists_the_known_ones():
                        "stochastic_sign, approx_sign, swish_sign, magnitude_aware_sign, "
                        "ste_heaviside"):
         q.get("ste_sing")
+    with pytest.raises(ValueError, match=r"Cannot interpret \[1\] as a quantizer: pass a name"):
+        q.get([1])
 
 
 def test_is_binary_and_levels():

@@ -9,12 +9,14 @@ from kbnn.data import load_fashion_mnist
 
 
 def test_cli_writes_model_metrics_and_curves(tmp_path, tiny_fashion_mnist, capsys):
-    out = tmp_path / "models" / "bnn"
+    # A dot in the name is part of it, not a suffix to replace.
+    out = tmp_path / "models" / "bnn_lr0.01"
+    written = lambda suffix: out.parent / (out.name + suffix)
     assert train.main(["bnn_mlp", "--hidden", "32", "--epochs", "3", "--batch-size", "20",
                        "--lr", "0.01", "--data-dir", str(tiny_fashion_mnist),
                        "--validation-size", "50", "--out", str(out), "--quiet"]) == 0
-    assert "bnn: test accuracy" in capsys.readouterr().out
-    metrics = json.loads(out.with_suffix(".json").read_text())
+    assert "bnn_lr0.01: test accuracy" in capsys.readouterr().out
+    metrics = json.loads(written(".json").read_text())
     assert metrics["model"] == {"builder": "bnn_mlp", "hidden_units": [32],
                                 "binarization": "deterministic", "input_dropout": 0.1,
                                 "dropout": 0.2}
@@ -26,7 +28,7 @@ def test_cli_writes_model_metrics_and_curves(tmp_path, tiny_fashion_mnist, capsy
     # The kept epoch is the best on validation, and the file holds that model.
     assert metrics["best_val_accuracy"] == metrics["history"]["val_accuracy"][
         metrics["best_epoch"] - 1]
-    model = keras.models.load_model(out.with_suffix(".keras"))
+    model = keras.models.load_model(written(".keras"))
     x, y = load_fashion_mnist("test", data_dir=tiny_fashion_mnist, as_numpy=True)
     accuracy = np.mean(model.predict(x, verbose=0).argmax(-1) == y)
     assert abs(accuracy - metrics["test_accuracy"]) < 1e-6
@@ -34,7 +36,9 @@ def test_cli_writes_model_metrics_and_curves(tmp_path, tiny_fashion_mnist, capsy
                                 subset="validation", as_numpy=True)
     val_accuracy = np.mean(model.predict(xv, verbose=0).argmax(-1) == yv)
     assert abs(val_accuracy - metrics["best_val_accuracy"]) < 1e-6
-    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert written(".png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "bnn_lr0.01.json", "bnn_lr0.01.keras", "bnn_lr0.01.png"]
 
 
 def test_learns_the_tiny_task_with_augmentation(tmp_path, tiny_fashion_mnist):

@@ -39,6 +39,20 @@ def test_float_twins_and_cnn_sizes():
     assert zoo.float_cnn().output_shape == (None, 10)
     with pytest.raises(ValueError, match="binarization='sign'.*deterministic, stochastic"):
         zoo.bnn_mlp(binarization="sign")
+    for builder in (zoo.bnn_mlp, zoo.float_mlp):
+        with pytest.raises(ValueError, match=r"hidden_units=\(\): give one or more positive"):
+            builder(())
+    with pytest.raises(ValueError, match=r"filters=\(32, 0\): give one or more positive"):
+        zoo.bnn_cnn(filters=(32, 0))
+
+
+def test_cnn_defaults_are_the_released_architectures():
+    # The builders' defaults load the released CNNs without arguments.
+    for builder, name in ((zoo.bnn_cnn, "bnn_cnn_deterministic"), (zoo.float_cnn, "float_cnn")):
+        model = builder(weights="fashion_mnist")
+        released = keras.models.load_model(zoo.models_dir() / f"{name}.keras")
+        for mine, theirs in zip(model.get_weights(), released.get_weights()):
+            np.testing.assert_array_equal(mine, theirs)
 
 
 def test_released_weights_load_by_configuration(tmp_path, tiny_fashion_mnist, monkeypatch):
@@ -56,5 +70,6 @@ def test_released_weights_load_by_configuration(tmp_path, tiny_fashion_mnist, mo
     loaded = zoo.bnn_mlp((16,), weights="fashion_mnist")
     x = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), saved.predict(x, verbose=0))
-    with pytest.raises(ValueError, match="Released: tiny"):
+    with pytest.raises(ValueError, match=r"Released bnn_mlp models: tiny: bnn_mlp\("
+                       r"binarization='deterministic', hidden_units=\[16\]\) \(pass those"):
         zoo.bnn_mlp((16,), binarization="stochastic", weights="fashion_mnist")

@@ -1,8 +1,12 @@
 """Export kbnn models to TFLite with 1-bit binary weights, for the stock LiteRT runtime.
 
->>> import kbnn.export
+>>> import keras, numpy as np, kbnn
+>>> model = keras.Sequential([keras.Input((16,)), kbnn.layers.QuantDense(
+...     4, kernel_quantizer="ste_sign", use_bias=False)])
 >>> tflite_bytes = kbnn.export.to_tflite(model)          # packed binary kernels
->>> kbnn.export.verify.compare(model, tflite_bytes, images)
+>>> inputs = np.random.default_rng(0).random((100, 16), np.float32)
+>>> kbnn.export.verify.compare(model, tflite_bytes, inputs).top1_agreement
+1.0
 
 or from the shell: `python -m kbnn.export --tflite MODEL.keras -o MODEL.tflite --report`.
 The file uses builtin TFLite ops only (no custom or Flex ops), so LiteRT as
@@ -32,8 +36,10 @@ class ExportResult:
 
     @property
     def floor_bytes(self):
-        """Binary weights / 8 + 4 bytes per float value left after folding (+ int8 bytes)."""
-        return sum(l.bits for l in self.layouts) / 8
+        """Binary weights / 8 + 4 bytes per float value left after folding, whichever
+        `weights` mode stored the binary kernels (so float and int8 files show what
+        they cost over the 1-bit floor)."""
+        return sum(l.floor_bits for l in self.layouts) / 8
 
     def report(self):
         rows = [("layer", "kind", "design", "weights", "bits stored", "bytes", "folded")]
@@ -43,10 +49,10 @@ class ExportResult:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) if i in (0, 1, 2, 6) else c.rjust(w)
                            for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-        size = len(self.tflite)
-        lines.append(f"file size {size:,} bytes; floor {self.floor_bytes:,.0f} bytes "
-                     f"({self.weights} weights); size / floor = "
-                     f"{size / self.floor_bytes:.3f}")
+        size, floor = len(self.tflite), self.floor_bytes
+        ratio = f"{size / floor:.3f}" if floor else "n/a (no parameters)"
+        lines.append(f"file size {size:,} bytes ({self.weights} weights); floor "
+                     f"{floor:,.0f} bytes; size / floor = {ratio}")
         return "\n".join(lines)
 
 
@@ -68,7 +74,11 @@ def export_tflite(model, weights="packed"):
 def to_tflite(model, weights="packed"):
     """The `.tflite` bytes of `model`, binary kernels packed 1 bit per weight.
 
-    >>> open("model.tflite", "wb").write(kbnn.export.to_tflite(model))
+    >>> import keras, kbnn
+    >>> model = keras.Sequential([keras.Input((16,)), kbnn.layers.QuantDense(
+    ...     4, kernel_quantizer="ste_sign", use_bias=False)])
+    >>> kbnn.export.to_tflite(model)[4:8]                 # a TFLite flatbuffer
+    b'TFL3'
     """
     return export_tflite(model, weights=weights).tflite
 

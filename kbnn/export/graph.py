@@ -1,8 +1,13 @@
 """The inference graph of a Keras model, rebuilt for TFLite with packed binary kernels.
 
+>>> import keras, kbnn
 >>> from kbnn.export.graph import inference_function
+>>> model = keras.Sequential([keras.Input((16,)), kbnn.layers.QuantDense(
+...     4, kernel_quantizer="ste_sign", use_bias=False)])
 >>> fn, builder = inference_function(model, weights="packed")   # a tf.function
->>> fn.get_concrete_function(); builder.layouts                 # what each layer stores
+>>> _ = fn.get_concrete_function()                              # traces it
+>>> [(l.kind, l.design, l.packed_bits) for l in builder.layouts]  # what each layer stores
+[('QuantDense', 'unpack', 64)]
 
 Every layer whose kernel quantizer is binary (`kbnn.quantizers.is_binary`)
 gets its quantized kernel stored as int32 words of 1-bit weights
@@ -65,12 +70,20 @@ class LayerLayout:
     packed_words: int = 0       # int32 words holding the packed bits (with padding)
     table_values: int = 0       # float32 lookup-table entries (not model parameters)
     design: str = ""            # how a kernel is computed: unpack, xor-popcount, float, int8
+    binary_weights: int = 0     # weights of a binary kernel, however they are stored
     folded: str = ""            # the batch norm folded into this layer, if any
 
     @property
     def bits(self):
         """Bits of model payload: 1 per packed weight, 32 per float, 8 per int8 value."""
         return self.packed_bits + 32 * self.float_values + 8 * self.int8_values
+
+    @property
+    def floor_bits(self):
+        """The physical floor: 1 bit per binary weight (whatever `weights` mode stored
+        it), 32 per float value, 8 per other int8 value."""
+        stored = {"float": 32, "int8": 8}.get(self.design, 1)
+        return self.bits - (stored - 1) * self.binary_weights
 
     @property
     def bytes(self):
@@ -185,7 +198,10 @@ class _Builder:
             kernel = np.asarray(layer.kernel)
             bias = None if layer.bias is None else np.asarray(layer.bias, np.float64)
             if binary:
-                bits, low, high = bitlib.kernel_bits(layer.kernel_quantizer, kernel)
+                try:
+                    bits, low, high = bitlib.kernel_bits(layer.kernel_quantizer, kernel)
+                except ValueError as error:
+                    raise ExportError(f"Layer {layer.name!r} ({kind}): {error}") from error
             elif getattr(layer, "kernel_quantizer", None) is not None:
                 kernel = np.asarray(layer.quantize_kernel(training=False))
         xor_popcount = (
@@ -243,6 +259,7 @@ class _Builder:
         else:
             raise ExportError(f"Layer {layer.name!r} ({type(layer).__name__}): its "
                               f"quantizer's levels are neither -h/+h nor 0/h per channel.")
+        layout.binary_weights = int(bits.size)
         if self.weights != "packed":
             levels = np.where(bits, 1.0, 0.0 if zero_low else -1.0).astype(np.float32)
             if self.weights == "float":
@@ -270,6 +287,7 @@ class _Builder:
         k, n = bits.shape
         words = bitlib.pack_rows(bits.T)                       # [N, W]: row j = output j
         layout.packed_bits, layout.packed_words = int(bits.size), int(words.size)
+        layout.binary_weights = int(bits.size)
         layout.design = "xor-popcount"
         packed_signs = bitlib.pack_rows_tf(tf.cast(signs > 0, tf.float32))    # [B, W]
         differ = tf.bitwise.bitwise_xor(tf.constant(words), packed_signs[:, None, :])
