@@ -42,6 +42,9 @@ def get(identifier):
     >>> kbnn.constraints.get("weight_clip").clip_value
     1.0
     """
-    if identifier in ("weight_clip", "WeightClip"):
+    if isinstance(identifier, str) and identifier in ("weight_clip", "WeightClip"):
         return WeightClip()
+    if (isinstance(identifier, dict) and identifier.get("class_name") == "WeightClip"
+            and "module" not in identifier):  # Larq / Keras 2 style
+        return WeightClip.from_config(identifier.get("config") or {})
     return keras.constraints.get(identifier)

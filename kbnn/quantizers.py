@@ -348,14 +348,15 @@ def get(identifier):
 
     Strings are the snake-case names ("ste_sign", "stochastic_sign",
     "approx_sign", "swish_sign", "magnitude_aware_sign", "ste_heaviside") or
-    the class names; dicts come from `serialize`; one of this module's plain
+    the class names; dicts come from `serialize` (or are Larq-style
+    `{"class_name": "SteSign", "config": {...}}`); one of this module's plain
     functions becomes its class with default arguments (so it serializes);
     any other callable is used as it is.
     """
     if identifier is None or isinstance(identifier, Quantizer):
         return identifier
+    by_class_name = {cls.__name__: cls for cls in _BY_NAME.values()}
     if isinstance(identifier, str):
-        by_class_name = {cls.__name__: cls for cls in _BY_NAME.values()}
         cls = _BY_NAME.get(identifier) or by_class_name.get(identifier)
         if cls is None:
             raise ValueError(
@@ -363,6 +364,9 @@ def get(identifier):
             )
         return cls()
     if isinstance(identifier, dict):
+        short = identifier.get("class_name")  # Larq / Keras 2 style: class name and config
+        if short in by_class_name and "module" not in identifier:
+            return by_class_name[short].from_config(identifier.get("config") or {})
         return keras.saving.deserialize_keras_object(identifier)
     if callable(identifier):
         cls = next((c for f, c in _BY_FUNCTION.items() if f is identifier), None)

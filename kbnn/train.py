@@ -331,22 +331,34 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
     return metrics
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except for options whose default is the builder's own."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m kbnn.train", description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
+    builders = "(default: the builder's, see kbnn.zoo)"
     parser.add_argument("model", choices=sorted(zoo.BUILDERS))
-    parser.add_argument("--hidden", type=int, nargs="+", help="MLP hidden units")
-    parser.add_argument("--filters", type=int, nargs="+", help="CNN filters per block")
-    parser.add_argument("--dense-units", type=int, help="CNN dense layer width")
+    parser.add_argument("--hidden", type=int, nargs="+", help=f"MLP hidden units {builders}")
+    parser.add_argument("--filters", type=int, nargs="+",
+                        help=f"CNN filters per block {builders}")
+    parser.add_argument("--dense-units", type=int, help=f"CNN dense layer width {builders}")
     parser.add_argument("--binarization", choices=["deterministic", "stochastic"],
-                        help="activation binarizer of bnn_* models")
-    parser.add_argument("--dropout", type=float, help="dropout before the classifier")
-    parser.add_argument("--input-dropout", type=float, help="MLP dropout on the pixels")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=100)
+                        help=f"activation binarizer of bnn_* models {builders}")
+    parser.add_argument("--dropout", type=float,
+                        help=f"dropout before the classifier {builders}")
+    parser.add_argument("--input-dropout", type=float,
+                        help=f"MLP dropout on the pixels {builders}")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=100, help="batch size")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of initialization, shuffling, dropout and augmentation")
     parser.add_argument("--data-dir", help="IDX directory (else $KBNN_DATA_DIR, else tfds)")
     parser.add_argument("--validation-size", type=int, default=5000,
                         help="hold out the last N training images to pick the best epoch; "

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kbnn import constraints
 from kbnn import quantizers as q
 
 POINTS = np.array([-2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 1.5], "float32")
@@ -134,6 +135,13 @@ def test_unknown_name_lists_the_known_ones():
         q.get("ste_sing")
     with pytest.raises(ValueError, match=r"Cannot interpret \[1\] as a quantizer: pass a name"):
         q.get([1])
+
+
+def test_larq_style_config_dicts():
+    quantizer = q.get({"class_name": "SteSign", "config": {"clip_value": 0.5}})
+    assert isinstance(quantizer, q.SteSign) and quantizer.clip_value == 0.5
+    clip = constraints.get({"class_name": "WeightClip", "config": {"clip_value": 0.3}})
+    assert isinstance(clip, constraints.WeightClip) and clip.clip_value == 0.3
 
 
 def test_is_binary_and_levels():
