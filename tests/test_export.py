@@ -20,7 +20,8 @@ EXPECTED_OPS = {"ABS", "ADD", "BITCAST", "BITWISE_XOR", "CAST", "CONV_2D",
                 "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "GATHER", "GREATER", "GREATER_EQUAL",
                 "MEAN", "MUL", "RANGE", "RESHAPE", "RIGHT_SHIFT", "SELECT", "SELECT_V2",
                 "SHAPE", "STRIDED_SLICE", "SUB", "SUM", "TRANSPOSE", "MAX_POOL_2D", "RELU", "PAD",
-                "DEQUANTIZE", "PACK", "BROADCAST_TO", "FILL", "CONCATENATION", "ZEROS_LIKE"}
+                "DEQUANTIZE", "PACK", "BROADCAST_TO", "FILL", "CONCATENATION", "ZEROS_LIKE",
+                "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}  # the last two: dilated depthwise
 
 
 def test_custom_ops_are_detected():
@@ -53,7 +54,8 @@ def randomize_batch_norms(model, rng):
 
 
 def random_model(seed):
-    """A small random model of kbnn layers: odd sizes, strides, padding, bias, BN.
+    """A small random model of kbnn layers: odd and non-square sizes, strides, dilation,
+    padding, bias, BN.
 
     Each kernel layer gets a bias or a batch norm (or both): without a random
     offset, +-1 sums are often exactly 0 before the next sign, and such ties
@@ -68,15 +70,23 @@ def random_model(seed):
     for i in range(int(rng.integers(1, 3))):
         kind = pick(["conv", "depthwise"])
         bn = bool(rng.integers(2))
+        # Kernels and strides may differ per axis; dilation (with "same" padding, so
+        # the maps never shrink to nothing) only where the strides are 1, as Keras asks.
+        kernel_size = (int(pick([1, 2, 3])), int(pick([1, 2, 3])))
+        strides = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        dilation = 2 if strides == (1, 1) and rng.integers(2) else 1
+        padding = pick(["same", "valid"])
+        if dilation > 1 or x.shape[1] < kernel_size[0] or x.shape[2] < kernel_size[1]:
+            padding = "same"  # "valid" could leave no output
         common = dict(input_quantizer=None if i == 0 and seed % 2 else pick(INPUT),
-                      padding=pick(["same", "valid"]), strides=int(rng.integers(1, 3)),
+                      padding=padding, strides=strides, dilation_rate=dilation,
                       use_bias=not bn or bool(rng.integers(2)),
                       activation=pick([None, "relu"]))
         if kind == "conv":
-            x = QuantConv2D(int(rng.integers(1, 6)), int(pick([1, 2, 3])),
+            x = QuantConv2D(int(rng.integers(1, 6)), kernel_size,
                             kernel_quantizer=pick(BINARY), **common)(x)
         else:
-            x = QuantDepthwiseConv2D(int(pick([1, 2, 3])), depth_multiplier=int(
+            x = QuantDepthwiseConv2D(kernel_size, depth_multiplier=int(
                 rng.integers(1, 3)), depthwise_quantizer=pick(BINARY), **common)(x)
         if bn:
             x = keras.layers.BatchNormalization()(x)
