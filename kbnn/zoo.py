@@ -22,6 +22,7 @@ arguments and measured metrics; `list_models()` lists them.
 """
 
 import json
+import numbers
 import os
 import pathlib
 
@@ -78,9 +79,10 @@ def _check_widths(argument, widths):
     """A zoo model needs at least one hidden layer (block): without one, a BNN's
     only layer would binarize the raw pixels, which are all >= 0."""
     widths = tuple(widths)
-    if not widths or not all(isinstance(w, int) and w > 0 for w in widths):
+    if not widths or not all(isinstance(w, numbers.Integral) and w > 0 for w in widths):
         raise ValueError(f"{argument}={widths!r}: give one or more positive layer widths, "
                          f"e.g. {argument}=(128,).")
+    return tuple(int(w) for w in widths)  # Keras layers take Python ints only
 
 
 def _batch_norm():
@@ -105,8 +107,7 @@ def bnn_mlp(hidden_units=(1024,), binarization="deterministic", input_dropout=0.
         seed: seed of the stochastic binarizers (None: random).
         weights: None, or "fashion_mnist" for the released weights.
     """
-    hidden_units = tuple(hidden_units)
-    _check_widths("hidden_units", hidden_units)
+    hidden_units = _check_widths("hidden_units", hidden_units)
     act = _activation_quantizer(binarization, seed)
     inputs = keras.Input(INPUT_SHAPE)
     x = keras.layers.Flatten()(inputs)
@@ -130,8 +131,7 @@ def float_mlp(hidden_units=(1024,), input_dropout=0.1, dropout=0.2, weights=None
     >>> float_mlp((128,)).count_params()
     102154
     """
-    hidden_units = tuple(hidden_units)
-    _check_widths("hidden_units", hidden_units)
+    hidden_units = _check_widths("hidden_units", hidden_units)
     inputs = keras.Input(INPUT_SHAPE)
     x = keras.layers.Flatten()(inputs)
     x = keras.layers.Dropout(input_dropout)(x)
@@ -160,7 +160,7 @@ def bnn_cnn(filters=(48, 96, 192), dense_units=256, binarization="deterministic"
     defaults are the released architecture, so `bnn_cnn(weights="fashion_mnist")`
     loads it.
     """
-    _check_widths("filters", filters)
+    filters = _check_widths("filters", filters)
     act = _activation_quantizer(binarization, seed)
     inputs = keras.Input(INPUT_SHAPE)
     x, n = inputs, 0
@@ -194,7 +194,7 @@ def float_cnn(filters=(32, 64, 128), dense_units=256, dropout=0.3, weights=None,
     The defaults are the released float_cnn's architecture (narrower than the
     released bnn_cnn); pass the BNN's `filters` and `dense_units` for an exact twin.
     """
-    _check_widths("filters", filters)
+    filters = _check_widths("filters", filters)
     inputs = keras.Input(INPUT_SHAPE)
     x = inputs
     for width in filters:

@@ -44,6 +44,7 @@ def test_float_twins_and_cnn_sizes():
             builder(())
     with pytest.raises(ValueError, match=r"filters=\(32, 0\): give one or more positive"):
         zoo.bnn_cnn(filters=(32, 0))
+    assert zoo.bnn_mlp(np.array([16])).count_params() > 0  # numpy widths are fine
 
 
 def test_cnn_defaults_are_the_released_architectures():
