@@ -336,6 +336,7 @@ _BY_NAME = {
     "ste_heaviside": SteHeaviside,
 }
 _BY_FUNCTION = {globals()[name]: cls for name, cls in _BY_NAME.items()}
+_BY_CLASS_NAME = {cls.__name__: cls for cls in _BY_NAME.values()}
 
 
 def get(identifier):
@@ -355,9 +356,8 @@ def get(identifier):
     """
     if identifier is None or isinstance(identifier, Quantizer):
         return identifier
-    by_class_name = {cls.__name__: cls for cls in _BY_NAME.values()}
     if isinstance(identifier, str):
-        cls = _BY_NAME.get(identifier) or by_class_name.get(identifier)
+        cls = _BY_NAME.get(identifier) or _BY_CLASS_NAME.get(identifier)
         if cls is None:
             raise ValueError(
                 f"Unknown quantizer {identifier!r}; known: {', '.join(_BY_NAME)}."
@@ -365,8 +365,8 @@ def get(identifier):
         return cls()
     if isinstance(identifier, dict):
         short = identifier.get("class_name")  # Larq / Keras 2 style: class name and config
-        if short in by_class_name and "module" not in identifier:
-            return by_class_name[short].from_config(identifier.get("config") or {})
+        if short in _BY_CLASS_NAME and "module" not in identifier:
+            return _BY_CLASS_NAME[short].from_config(identifier.get("config") or {})
         return keras.saving.deserialize_keras_object(identifier)
     if callable(identifier):
         cls = next((c for f, c in _BY_FUNCTION.items() if f is identifier), None)

@@ -52,6 +52,7 @@ def test_cnn_defaults_are_the_released_architectures():
     for builder, name in ((zoo.bnn_cnn, "bnn_cnn_deterministic"), (zoo.float_cnn, "float_cnn")):
         model = builder(weights="fashion_mnist")
         released = keras.models.load_model(zoo.models_dir() / f"{name}.keras")
+        assert len(model.get_weights()) == len(released.get_weights())
         for mine, theirs in zip(model.get_weights(), released.get_weights()):
             np.testing.assert_array_equal(mine, theirs)
 
