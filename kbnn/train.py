@@ -348,6 +348,9 @@ def _parser():
     parser.add_argument("--filters", type=int, nargs="+",
                         help=f"CNN filters per block {builders}")
     parser.add_argument("--dense-units", type=int, help=f"CNN dense layer width {builders}")
+    parser.add_argument("--shortcuts", action="store_const", const=True,
+                        help="bnn_cnn: real-valued shortcuts around the binary convolutions "
+                             "(Bi-Real Net)")
     parser.add_argument("--binarization", choices=["deterministic", "stochastic"],
                         help=f"activation binarizer of bnn_* models {builders}")
     parser.add_argument("--dropout", type=float,
@@ -391,7 +394,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     options = {"hidden": "hidden_units", "filters": "filters", "dense_units": "dense_units",
                "binarization": "binarization", "dropout": "dropout",
-               "input_dropout": "input_dropout"}
+               "input_dropout": "input_dropout", "shortcuts": "shortcuts"}
     model_args = {arg: getattr(args, opt) for opt, arg in options.items()
                   if getattr(args, opt) is not None}
     try:  # check the options fit the model without building it

@@ -21,6 +21,7 @@ Released weights live in `saved_models/` beside the package (or in
 arguments and measured metrics; `list_models()` lists them.
 """
 
+import inspect
 import json
 import numbers
 import os
@@ -149,7 +150,7 @@ def float_mlp(hidden_units=(1024,), input_dropout=0.1, dropout=0.2, weights=None
 
 
 def bnn_cnn(filters=(48, 96, 192), dense_units=256, binarization="deterministic",
-            dropout=0.2, seed=None, weights=None, name=None):
+            dropout=0.2, shortcuts=False, seed=None, weights=None, name=None):
     """Binary VGG-style CNN: per block two 3x3 convolutions and a 2x2 max-pool.
 
     >>> bnn_cnn().count_params() < 1_500_000
@@ -159,20 +160,40 @@ def bnn_cnn(filters=(48, 96, 192), dense_units=256, binarization="deterministic"
     activations. Pooling comes before batch norm, as in BinaryNet. The
     defaults are the released architecture, so `bnn_cnn(weights="fashion_mnist")`
     loads it.
+
+    With `shortcuts=True` every binary convolution but the first also adds its
+    real-valued input to its batch-normalized output (Bi-Real Net), so the sign
+    of each layer's input no longer throws away the magnitudes before it. The
+    shortcut is average-pooled where the convolution's output is pooled and
+    repeated along channels where a block widens (ReActNet), so it adds no
+    parameters: the weights are those of `shortcuts=False`.
+
+    >>> bnn_cnn(shortcuts=True).count_params() == bnn_cnn().count_params()
+    True
     """
     filters = _check_widths("filters", filters)
+    if shortcuts:
+        for narrow, wide in zip(filters, filters[1:]):
+            if wide % narrow:
+                raise ValueError(
+                    f"filters={filters!r} with shortcuts=True: each block's width must be a "
+                    f"multiple of the one before ({wide} is not a multiple of {narrow}), "
+                    f"because the shortcut repeats channels; e.g. filters=(48, 96, 192).")
     act = _activation_quantizer(binarization, seed)
     inputs = keras.Input(INPUT_SHAPE)
     x, n = inputs, 0
     for block, width in enumerate(filters):
         for conv in range(2):
             first = block == 0 and conv == 0
-            x = QuantConv2D(width, 3, padding="same",
+            y = QuantConv2D(width, 3, padding="same",
                             input_quantizer=None if first else act(n), **_binary())(x)
             n += 1
             if conv == 1:
-                x = keras.layers.MaxPooling2D(2)(x)
-            x = _batch_norm()(x)
+                y = keras.layers.MaxPooling2D(2)(y)
+            y = _batch_norm()(y)
+            if shortcuts and not first:
+                y = keras.layers.Add()([y, _shortcut(x, width, pool=conv == 1)])
+            x = y
     x = keras.layers.Flatten()(x)
     x = QuantDense(dense_units, input_quantizer=act(n), **_binary())(x)
     x = _batch_norm()(x)
@@ -181,8 +202,16 @@ def bnn_cnn(filters=(48, 96, 192), dense_units=256, binarization="deterministic"
     outputs = _batch_norm()(x)
     model = keras.Model(inputs, outputs, name=name or f"bnn_cnn_{binarization}")
     arguments = dict(filters=list(filters), dense_units=dense_units,
-                     binarization=binarization, dropout=dropout)
+                     binarization=binarization, dropout=dropout, shortcuts=shortcuts)
     return _with_weights(model, "bnn_cnn", arguments, weights)
+
+
+def _shortcut(x, width, pool):
+    """`x` shaped like a convolution's output: average-pooled, channels repeated."""
+    if pool:
+        x = keras.layers.AveragePooling2D(2)(x)
+    repeats = width // x.shape[-1]
+    return x if repeats == 1 else keras.layers.Concatenate()([x] * repeats)
 
 
 def float_cnn(filters=(32, 64, 128), dense_units=256, dropout=0.3, weights=None, name=None):
@@ -225,15 +254,18 @@ def _with_weights(model, builder, arguments, weights):
     if weights != "fashion_mnist":
         raise ValueError(f"weights={weights!r}: use None (random init) or 'fashion_mnist'.")
     released = list_models()
-    # Architecture arguments decide the weights' shapes; dropout rates do not.
+    # Architecture arguments decide the weights and what they compute; dropout rates do
+    # not. A released JSON written before an argument existed holds that argument's default.
     shape_keys = {k for k in arguments if "dropout" not in k}
+    defaults = {k: p.default for k, p in inspect.signature(BUILDERS[builder]).parameters.items()}
     for name, config in released.items():
         if config.get("builder") == builder and all(
-            config.get(k) == arguments[k] for k in shape_keys
+            config.get(k, defaults[k]) == arguments[k] for k in shape_keys
         ):
             model.load_weights(models_dir() / f"{name}.keras")
             return model
-    shapes = lambda config: ", ".join(f"{k}={config.get(k)!r}" for k in sorted(shape_keys))
+    shapes = lambda config: ", ".join(f"{k}={config.get(k, defaults[k])!r}"
+                                      for k in sorted(shape_keys))
     same_builder = [f"{name}: {builder}({shapes(config)})" for name, config in released.items()
                     if config.get("builder") == builder]
     raise ValueError(

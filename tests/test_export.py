@@ -197,6 +197,19 @@ def test_branching_model_exports_through_the_general_graph():
                    np.random.default_rng(7).normal(size=(32, 6, 6, 4)).astype("float32"))
 
 
+def test_bi_real_shortcuts_export_packed_and_agree():
+    model = kbnn.zoo.bnn_cnn(filters=(4, 8), dense_units=16, shortcuts=True)
+    randomize_batch_norms(model, np.random.default_rng(8))
+    result = export_tflite(model)
+    ops = set(verify.op_names(result.tflite))
+    assert ops <= EXPECTED_OPS | {"AVERAGE_POOL_2D"} and "AVERAGE_POOL_2D" in ops
+    kernels = sum(int(np.prod(l.kernel.shape)) for l in model.layers if hasattr(l, "kernel"))
+    assert sum(l.packed_bits for l in result.layouts) == kernels  # every kernel is binary
+    check = verify.compare(model, result.tflite,
+                           np.random.default_rng(9).random((64, 28, 28, 1)).astype("float32"))
+    assert check.top1_agreement == 1.0
+
+
 def test_batch_dependent_input_quantizer_is_refused():
     inputs = keras.Input((4,))
     outputs = QuantDense(2, input_quantizer="magnitude_aware_sign", name="mag")(inputs)

@@ -114,6 +114,19 @@ def test_default_output_is_the_models_dir_and_bad_options_fail(tmp_path, tiny_fa
     with pytest.raises(SystemExit):
         train.main(["float_mlp", "--binarization", "stochastic"])
     assert "float_mlp does not take that option" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["float_cnn", "--shortcuts"])
+    assert "float_cnn does not take that option" in capsys.readouterr().err
+
+
+def test_cli_trains_bnn_cnn_with_shortcuts(tmp_path, tiny_fashion_mnist):
+    assert train.main(["bnn_cnn", "--filters", "4", "8", "--dense-units", "8", "--shortcuts",
+                       "--epochs", "1", "--quiet", "--data-dir", str(tiny_fashion_mnist),
+                       "--validation-size", "50", "--out", str(tmp_path / "cnn")]) == 0
+    record = json.loads((tmp_path / "cnn.json").read_text())["model"]
+    assert record["shortcuts"] is True and record["filters"] == [4, 8]
+    saved = keras.models.load_model(tmp_path / "cnn.keras")
+    assert sum(isinstance(l, keras.layers.Add) for l in saved.layers) == 3
 
 
 def test_only_the_chief_writes():

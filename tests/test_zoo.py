@@ -47,6 +47,30 @@ def test_float_twins_and_cnn_sizes():
     assert zoo.bnn_mlp(np.array([16])).count_params() > 0  # numpy widths are fine
 
 
+def test_bnn_cnn_shortcuts_add_the_real_valued_input_without_weights():
+    plain = zoo.bnn_cnn(filters=(4, 8), dense_units=16)
+    model = zoo.bnn_cnn(filters=(4, 8), dense_units=16, shortcuts=True)
+    assert [w.shape for w in model.weights] == [w.shape for w in plain.weights]
+    model.set_weights(plain.get_weights())
+    # Each binary convolution but the first adds its (pooled, widened) input.
+    adds = [l for l in model.layers if isinstance(l, keras.layers.Add)]
+    assert len(adds) == 3
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    conv = quant_layers(model)[1]  # block 1, conv 2: 4 -> 4 channels, pooled
+    bn_out, shortcut = adds[0].input
+    probe = keras.Model(model.inputs, [conv.input, bn_out, adds[0].output])
+    conv_in, bn_value, total = probe.predict(x, verbose=0)
+    pooled = conv_in.reshape(4, 14, 2, 14, 2, 4).mean(axis=(2, 4))
+    np.testing.assert_allclose(total, bn_value + pooled, rtol=1e-5, atol=1e-5)
+    widen = keras.Model(model.inputs, [adds[1].input[1], adds[0].output])
+    widened, before = widen.predict(x, verbose=0)
+    np.testing.assert_array_equal(widened, np.concatenate([before, before], axis=-1))
+    assert not np.allclose(model.predict(x, verbose=0), plain.predict(x, verbose=0))
+    with pytest.raises(ValueError, match=r"filters=\(4, 6\) with shortcuts=True: .*6 is not "
+                       r"a multiple of 4"):
+        zoo.bnn_cnn(filters=(4, 6), shortcuts=True)
+
+
 def test_cnn_defaults_are_the_released_architectures():
     # The builders' defaults load the released CNNs without arguments.
     for builder, name in ((zoo.bnn_cnn, "bnn_cnn_deterministic"), (zoo.float_cnn, "float_cnn")):
