@@ -162,8 +162,8 @@ def bnn_cnn(filters=(48, 96, 192), dense_units=256, binarization="deterministic"
     loads it.
 
     With `shortcuts=True` every binary convolution but the first also adds its
-    real-valued input to its batch-normalized output (Bi-Real Net), so the sign
-    of each layer's input no longer throws away the magnitudes before it. The
+    real-valued input to its batch-normalized output (Bi-Real Net), so what the
+    sign of a convolution's input discards still reaches the layers after it. The
     shortcut is average-pooled where the convolution's output is pooled and
     repeated along channels where a block widens (ReActNet), so it adds no
     parameters: the weights are those of `shortcuts=False`.
@@ -256,16 +256,16 @@ def _with_weights(model, builder, arguments, weights):
     released = list_models()
     # Architecture arguments decide the weights and what they compute; dropout rates do
     # not. A released JSON written before an argument existed holds that argument's default.
-    shape_keys = {k for k in arguments if "dropout" not in k}
+    arch_keys = {k for k in arguments if "dropout" not in k}
     defaults = {k: p.default for k, p in inspect.signature(BUILDERS[builder]).parameters.items()}
     for name, config in released.items():
         if config.get("builder") == builder and all(
-            config.get(k, defaults[k]) == arguments[k] for k in shape_keys
+            config.get(k, defaults[k]) == arguments[k] for k in arch_keys
         ):
             model.load_weights(models_dir() / f"{name}.keras")
             return model
     shapes = lambda config: ", ".join(f"{k}={config.get(k, defaults[k])!r}"
-                                      for k in sorted(shape_keys))
+                                      for k in sorted(arch_keys))
     same_builder = [f"{name}: {builder}({shapes(config)})" for name, config in released.items()
                     if config.get("builder") == builder]
     raise ValueError(
