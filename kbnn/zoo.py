@@ -200,7 +200,8 @@ def bnn_cnn(filters=(48, 96, 192), dense_units=256, binarization="deterministic"
     x = keras.layers.Dropout(dropout)(x)
     x = QuantDense(NUM_CLASSES, input_quantizer=act(n + 1), **_binary())(x)
     outputs = _batch_norm()(x)
-    model = keras.Model(inputs, outputs, name=name or f"bnn_cnn_{binarization}")
+    default_name = f"bnn_cnn_shortcuts_{binarization}" if shortcuts else f"bnn_cnn_{binarization}"
+    model = keras.Model(inputs, outputs, name=name or default_name)
     arguments = dict(filters=list(filters), dense_units=dense_units,
                      binarization=binarization, dropout=dropout, shortcuts=shortcuts)
     return _with_weights(model, "bnn_cnn", arguments, weights)

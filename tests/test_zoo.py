@@ -51,6 +51,9 @@ def test_bnn_cnn_shortcuts_add_the_real_valued_input_without_weights():
     plain = zoo.bnn_cnn(filters=(4, 8), dense_units=16)
     model = zoo.bnn_cnn(filters=(4, 8), dense_units=16, shortcuts=True)
     assert [w.shape for w in model.weights] == [w.shape for w in plain.weights]
+    # Its own default name, so `kbnn.train` does not overwrite the plain model's files.
+    assert (model.name, plain.name) == ("bnn_cnn_shortcuts_deterministic",
+                                        "bnn_cnn_deterministic")
     model.set_weights(plain.get_weights())
     # Each binary convolution but the first adds its (pooled, widened) input.
     adds = [l for l in model.layers if isinstance(l, keras.layers.Add)]
