@@ -202,7 +202,8 @@ def test_bi_real_shortcuts_export_packed_and_agree():
     randomize_batch_norms(model, np.random.default_rng(8))
     result = export_tflite(model)
     ops = set(verify.op_names(result.tflite))
-    assert ops <= EXPECTED_OPS | {"AVERAGE_POOL_2D"} and "AVERAGE_POOL_2D" in ops
+    assert ops <= EXPECTED_OPS | {"AVERAGE_POOL_2D"}
+    assert {"AVERAGE_POOL_2D", "CONCATENATION"} <= ops  # the pooled, widened shortcuts
     kernels = sum(int(np.prod(l.kernel.shape)) for l in model.layers if hasattr(l, "kernel"))
     assert sum(l.packed_bits for l in result.layouts) == kernels  # every kernel is binary
     check = verify.compare(model, result.tflite,
