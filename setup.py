@@ -11,7 +11,7 @@ setup(
     package_data={"kbnn": ["py.typed"]},
     python_requires=">=3.10",
     install_requires=[
-        "tensorflow>=2.16",  # Keras 3; with numpy 2 this resolves to TF >= 2.18
+        "tensorflow>=2.18",  # Keras 3 and numpy 2
         "keras>=3.0",
         "numpy>=2.0",
         "tensorflow-datasets",

@@ -248,7 +248,9 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
                    temperature=2.0, init=None, ema=None, verbose=1):
     """Train a zoo model and write OUT.keras, OUT.json and OUT.png; return the metrics.
 
-    `out` defaults to saved_models/<model name>. `distribute` is None, "mirrored",
+    `out` defaults to saved_models/<model name> (`kbnn.zoo.models_dir()`), where
+    `weights="fashion_mnist"` finds it, and refuses to replace a model already there
+    (pass `out` for that). `distribute` is None, "mirrored",
     "multi_worker" or a `tf.distribute.Strategy`; with several workers only the
     chief writes. `teacher` (a .keras path or a model) is distilled into the model
     (`fit_model`); without augmentation its logits are computed once
@@ -259,7 +261,8 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
     were chosen on a validation run.
     """
     strategy = _strategy(distribute)  # first: multi-worker collectives need it at startup
-    keras.utils.set_random_seed(seed)
+    out = pathlib.Path(out) if out is not None else _default_out(builder, model_args)
+    keras.utils.set_random_seed(seed)  # after _default_out's model: same weights either way
     if "binarization" in model_args and model_args.get("seed") is None:
         model_args = {**model_args, "seed": seed}
     split = dict(validation_size=validation_size, subset="training") if validation_size else {}
@@ -286,7 +289,6 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
         builder, model_args, train, val, epochs=epochs, lr=lr, distribute=strategy,
         jit_compile=jit_compile, teacher=teacher, alpha=alpha, temperature=temperature,
         init=init, ema=ema, verbose=verbose)
-    out = pathlib.Path(out or zoo.models_dir() / model.name)
     if out.suffix == ".keras":  # `--out x.keras` names the set x.keras / x.json / x.png
         out = out.with_suffix("")
     test_loss, test_accuracy = model.evaluate(test, verbose=0)
@@ -329,6 +331,17 @@ def train_and_save(builder, model_args, out=None, *, epochs=30, batch_size=100, 
             ".json": lambda p: p.write_text(json.dumps(metrics, indent=1) + "\n"),
         })
     return metrics
+
+
+def _default_out(builder, model_args):
+    """saved_models/<model name>, before training: an error if a model is already there."""
+    out = zoo.models_dir() / zoo.BUILDERS[builder](**model_args).name
+    if out.with_suffix(".keras").exists():
+        raise FileExistsError(
+            f"{out}.keras exists already; training without an output path would replace "
+            f"it. Pass --out (out=) to write elsewhere, e.g. --out runs/{out.name}, or "
+            f"--out {out} to replace it on purpose.")
+    return out
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -384,7 +397,7 @@ def _parser():
     parser.add_argument("--jit", dest="jit_compile", action="store_true",
                         help="XLA-compile the training step (slower on CPU here)")
     parser.add_argument("--out", help="output path without suffix "
-                        "(default: saved_models/<model name>)")
+                        "(default: saved_models/<model name>, if no model is there yet)")
     parser.add_argument("--quiet", action="store_true",
                         help="one line per epoch instead of the progress bar (for logs)")
     return parser
@@ -401,13 +414,16 @@ def main(argv=None):
         inspect.signature(zoo.BUILDERS[args.model]).bind(**model_args)
     except TypeError as error:
         _parser().error(f"{args.model} does not take that option ({error}).")
-    metrics = train_and_save(
-        args.model, model_args, args.out, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, data_dir=args.data_dir,
-        validation_size=args.validation_size, distribute=args.distribute,
-        flip=args.flip, shift=args.shift, jit_compile=args.jit_compile, teacher=args.teacher,
-        alpha=args.alpha, temperature=args.temperature, init=args.init, ema=args.ema,
-        verbose=2 if args.quiet else 1)
+    try:
+        metrics = train_and_save(
+            args.model, model_args, args.out, epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, seed=args.seed, data_dir=args.data_dir,
+            validation_size=args.validation_size, distribute=args.distribute,
+            flip=args.flip, shift=args.shift, jit_compile=args.jit_compile,
+            teacher=args.teacher, alpha=args.alpha, temperature=args.temperature,
+            init=args.init, ema=args.ema, verbose=2 if args.quiet else 1)
+    except FileExistsError as error:
+        _parser().error(str(error))
     print(f"{metrics['name']}: test accuracy {100 * metrics['test_accuracy']:.2f}% "
           f"(best epoch {metrics['best_epoch']}/{args.epochs}); "
           f"wrote {metrics['out']}.keras/.json/.png")

@@ -104,13 +104,19 @@ def test_without_validation_trains_on_everything_and_keeps_the_last_epoch(
     assert (tmp_path / "all.png").exists()
 
 
-def test_default_output_is_the_models_dir_and_bad_options_fail(tmp_path, tiny_fashion_mnist,
-                                                               monkeypatch, capsys):
+def test_default_output_is_the_models_dir_never_replaced_and_bad_options_fail(
+        tmp_path, tiny_fashion_mnist, monkeypatch, capsys):
     monkeypatch.setenv("KBNN_MODELS_DIR", str(tmp_path / "released"))
     assert train.main(["float_mlp", "--hidden", "8", "--epochs", "1", "--quiet",
                        "--data-dir", str(tiny_fashion_mnist), "--validation-size", "50"]) == 0
     assert sorted(p.name for p in (tmp_path / "released").iterdir()) == [
         "float_mlp_8.json", "float_mlp_8.keras", "float_mlp_8.png"]
+    written = (tmp_path / "released" / "float_mlp_8.keras").read_bytes()
+    with pytest.raises(SystemExit):  # refused; the model there is kept
+        train.main(["float_mlp", "--hidden", "8", "--epochs", "1", "--quiet",
+                    "--data-dir", str(tiny_fashion_mnist), "--validation-size", "50"])
+    assert "float_mlp_8.keras exists already" in capsys.readouterr().err
+    assert (tmp_path / "released" / "float_mlp_8.keras").read_bytes() == written
     with pytest.raises(SystemExit):
         train.main(["float_mlp", "--binarization", "stochastic"])
     assert "float_mlp does not take that option" in capsys.readouterr().err
