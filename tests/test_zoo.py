@@ -75,9 +75,13 @@ def test_bnn_cnn_shortcuts_add_the_real_valued_input_without_weights():
 
 
 def test_cnn_defaults_are_the_released_architectures():
-    # The builders' defaults load the released CNNs without arguments.
-    for builder, name in ((zoo.bnn_cnn, "bnn_cnn_deterministic"), (zoo.float_cnn, "float_cnn")):
-        model = builder(weights="fashion_mnist")
+    # The builders' defaults load the released CNNs without arguments; shortcuts=True
+    # picks the released shortcut model.
+    for builder, kwargs, name in ((zoo.bnn_cnn, {}, "bnn_cnn_deterministic"),
+                                  (zoo.bnn_cnn, {"shortcuts": True},
+                                   "bnn_cnn_shortcuts_deterministic"),
+                                  (zoo.float_cnn, {}, "float_cnn")):
+        model = builder(weights="fashion_mnist", **kwargs)
         released = keras.models.load_model(zoo.models_dir() / f"{name}.keras")
         assert len(model.get_weights()) == len(released.get_weights())
         for mine, theirs in zip(model.get_weights(), released.get_weights()):
