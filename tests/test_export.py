@@ -391,3 +391,38 @@ def test_large_binary_input_dense_layers_use_one_popcount_table(monkeypatch):
     x = np.random.default_rng(1).normal(size=(50, 70)).astype("float32")
     expected = model.predict(x, verbose=0)
     np.testing.assert_array_equal(verify.run_tflite(result.tflite, x), expected)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7])
+def test_static_batch_size_stays_packed_and_verifies_in_chunks(batch_size):
+    model = kbnn.zoo.bnn_cnn(filters=(4, 8), dense_units=16)
+    randomize_batch_norms(model, np.random.default_rng(10))
+    dynamic = to_tflite(model)
+    tflite = to_tflite(model, batch_size=batch_size)
+    from ai_edge_litert.interpreter import Interpreter
+
+    detail = Interpreter(model_content=tflite).get_input_details()[0]
+    assert detail["shape_signature"].tolist() == [batch_size, 28, 28, 1]
+    # Still packed: the unpacking is not folded into float kernels by the converter.
+    assert abs(len(tflite) - len(dynamic)) < 1000
+    assert set(verify.op_names(tflite)) <= EXPECTED_OPS
+    x = np.random.default_rng(11).random((20, 28, 28, 1)).astype("float32")  # 20 % 7 != 0
+    assert verify.compare(model, tflite, x).top1_agreement == 1.0
+
+
+def test_static_batch_size_rejects_non_numbers():
+    with pytest.raises(ExportError, match="batch_size=0: give a whole number >= 1"):
+        to_tflite(kbnn.zoo.bnn_mlp((8,)), batch_size=0)
+
+
+def test_cli_batch_option_fixes_the_batch(saved_bnn, capsys):
+    out = saved_bnn.with_suffix(".tflite")
+    assert export_main(["--tflite", str(saved_bnn), "--batch", "3",
+                        "--verify-samples", "10"]) == 0
+    from ai_edge_litert.interpreter import Interpreter
+
+    detail = Interpreter(model_content=out.read_bytes()).get_input_details()[0]
+    assert detail["shape_signature"].tolist() == [3, 28, 28, 1]
+    with pytest.raises(SystemExit):
+        export_main(["--tflite", str(saved_bnn), "--batch", "0"])
+    assert "give a number of inputs per batch >= 1" in capsys.readouterr().err

@@ -56,9 +56,13 @@ class ExportResult:
         return "\n".join(lines)
 
 
-def export_tflite(model, weights="packed"):
-    """Convert `model` and return an `ExportResult` (bytes plus per-layer layout)."""
-    function, builder = graph.inference_function(model, weights=weights)
+def export_tflite(model, weights="packed", batch_size=None):
+    """Convert `model` and return an `ExportResult` (bytes plus per-layer layout).
+
+    `batch_size=None` gives the file a dynamic batch dimension; a number fixes
+    it (runtimes such as LiteRT.js in the browser want static shapes).
+    """
+    function, builder = graph.inference_function(model, weights=weights, batch_size=batch_size)
     concrete = function.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -71,7 +75,7 @@ def export_tflite(model, weights="packed"):
     return ExportResult(tflite, builder.layouts, weights)
 
 
-def to_tflite(model, weights="packed"):
+def to_tflite(model, weights="packed", batch_size=None):
     """The `.tflite` bytes of `model`, binary kernels packed 1 bit per weight.
 
     >>> import keras, kbnn
@@ -80,7 +84,7 @@ def to_tflite(model, weights="packed"):
     >>> kbnn.export.to_tflite(model)[4:8]                 # a TFLite flatbuffer
     b'TFL3'
     """
-    return export_tflite(model, weights=weights).tflite
+    return export_tflite(model, weights=weights, batch_size=batch_size).tflite
 
 
 def write_atomically(path, data):

@@ -1,4 +1,4 @@
-"""`python -m kbnn.export --tflite MODEL.keras [-o OUT.tflite] [--weights MODE] [--verify-data DIR] [--verify-samples N] [--report]`
+"""`python -m kbnn.export --tflite MODEL.keras [-o OUT.tflite] [--weights MODE] [--batch N] [--verify-data DIR] [--verify-samples N] [--report]`
 
 Converts a saved Keras model to a `.tflite` file whose binary kernels are
 packed 1 bit per weight and which runs on the stock LiteRT runtime, then
@@ -23,11 +23,15 @@ from kbnn.export.graph import WEIGHT_MODES, ExportError
 EXIT_ERROR = 1
 
 
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: give a number of inputs >= 1")
-    return value
+def _positive(what):
+    """An argparse type: a whole number >= 1, the error naming `what` it counts."""
+    def parse(text):
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text}: give a number of {what} >= 1")
+        return value
+
+    return parse
 
 
 def _parser():
@@ -44,8 +48,11 @@ def _parser():
     parser.add_argument("--verify-data", metavar="DIR",
                         help="Fashion-MNIST IDX directory for verification inputs "
                         "(default: $KBNN_DATA_DIR; without one, random inputs)")
-    parser.add_argument("--verify-samples", type=_positive, default=1000, metavar="N",
+    parser.add_argument("--verify-samples", type=_positive("inputs"), default=1000, metavar="N",
                         help="verify on N inputs")
+    parser.add_argument("--batch", type=_positive("inputs per batch"), metavar="N",
+                        help="fix the file's batch size to N (default: dynamic); e.g. "
+                        "--batch 1 for runtimes that want static shapes, such as LiteRT.js")
     parser.add_argument("--report", action="store_true",
                         help="print per-layer storage, file size and the size floor")
     return parser
@@ -113,7 +120,7 @@ def main(argv=None):
         print(f"loading {args.model}", flush=True)
         model = _load(args.model)
         print(f"converting {model.name} (binary weights: {args.weights})", flush=True)
-        result = export_tflite(model, weights=args.weights)
+        result = export_tflite(model, weights=args.weights, batch_size=args.batch)
         foreign = verify.custom_ops(result.tflite)
         if foreign:
             raise ExportError(f"the converted file needs non-builtin ops {foreign}.")

@@ -156,17 +156,26 @@ def _linear_chain(model):
 class _Builder:
     """Emits the TensorFlow ops of each layer while the tf.function is traced."""
 
-    def __init__(self, model, weights):
+    def __init__(self, model, weights, batch_size=None):
         self.model = model
         self.weights = weights
+        self.batch_size = batch_size
         self.layouts = []
         self._table_cache = {}
 
     # --- the run-time pieces -------------------------------------------------------------
 
     def _zero(self):
-        """An int32 zero that depends on the input, so constants meeting it stay packed."""
-        return tf.bitwise.right_shift(tf.shape(self._input)[0], 31)
+        """An int32 zero that depends on the input, so constants meeting it stay packed.
+
+        With a dynamic batch it is the batch size shifted right by 31; with a static
+        batch the converter would fold that, so it is one byte of the first input
+        value shifted right by 8.
+        """
+        if self.batch_size is None:
+            return tf.bitwise.right_shift(tf.shape(self._input)[0], 31)
+        first = tf.reshape(self._input, [-1])[0]
+        return tf.bitwise.right_shift(tf.cast(tf.bitcast(first, tf.uint8)[0], tf.int32), 8)
 
     def _unpack(self, words, count, shape, zero_low):
         """The kernel of `shape` from packed words, meeting run-time data first."""
@@ -369,7 +378,7 @@ def _takes_training(layer):
     return "training" in inspect.signature(layer.call).parameters
 
 
-def inference_function(model, weights="packed"):
+def inference_function(model, weights="packed", batch_size=None):
     """A `tf.function` computing `model` at inference with binary kernels exported.
 
     Returns `(function, builder)`; after the function is traced,
@@ -380,8 +389,12 @@ def inference_function(model, weights="packed"):
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ExportError(f"Model {model.name!r} has {len(model.inputs)} inputs and "
                           f"{len(model.outputs)} outputs; the exporter handles one of each.")
-    builder = _Builder(model, weights)
-    shape = (None, *model.inputs[0].shape[1:])
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
+            batch_size, (int, np.integer)) or batch_size < 1):
+        raise ExportError(f"batch_size={batch_size!r}: give a whole number >= 1, or None "
+                          f"for a dynamic batch.")
+    builder = _Builder(model, weights, batch_size)
+    shape = (batch_size, *model.inputs[0].shape[1:])
     function = tf.function(builder, input_signature=[tf.TensorSpec(shape, tf.float32)],
                            autograph=False)
     return function, builder

@@ -76,21 +76,32 @@ def custom_ops(tflite_bytes):
 
 def run_tflite(tflite_bytes, inputs, num_threads=1, batch_size=256):
     """Outputs of an exported file for `inputs`, run by LiteRT `batch_size` at a time
-    (the run's memory grows with the batch: XOR-popcount layers hold B x N x W words)."""
+    (the run's memory grows with the batch: XOR-popcount layers hold B x N x W words).
+
+    A file with a static batch size N runs N inputs at a time, the last chunk
+    padded with zeros (their outputs are dropped).
+    """
     interpreter = _interpreter(tflite_bytes, num_threads)
     detail = interpreter.get_input_details()[0]
     output = interpreter.get_output_details()[0]["index"]
     inputs = np.asarray(inputs, np.float32)
+    static = int(detail["shape_signature"][0]) if len(detail["shape_signature"]) else -1
+    if static > 0:
+        batch_size = static
     outputs, shape = [], None
     for start in range(0, len(inputs), batch_size):
         batch = inputs[start:start + batch_size]
+        count = len(batch)
+        if static > 0 and count < static:
+            batch = np.concatenate([batch, np.zeros((static - count, *batch.shape[1:]),
+                                                    np.float32)])
         if batch.shape != shape:
             interpreter.resize_tensor_input(detail["index"], batch.shape)
             interpreter.allocate_tensors()
             shape = batch.shape
         interpreter.set_tensor(detail["index"], batch)
         interpreter.invoke()
-        outputs.append(interpreter.get_tensor(output).copy())
+        outputs.append(interpreter.get_tensor(output)[:count].copy())
     return np.concatenate(outputs)
 
 
