@@ -13,11 +13,17 @@ kernel. A binarized layer (BinaryNet style):
 
 The quantizers apply in `call`, on every forward pass: the layer keeps real
 (latent) weights for the optimizer and computes with their quantized values.
-Without quantizers a layer computes exactly what its Keras parent does.
+The computing itself is the Keras parent's own `call`, so every option of the
+parent (activation, bias, strides, dilation, data format, ...) works as it
+does there, and without quantizers a layer computes exactly what its parent
+does.
+
+Loading a `.keras` file that holds these layers needs `import kbnn` first:
+Keras 3 finds a custom class only in its registry (filled when kbnn is
+imported) and imports no module a file names unless it belongs to Keras.
 """
 
 import keras
-from keras import ops
 
 from kbnn import constraints as kbnn_constraints
 from kbnn import quantizers
@@ -26,8 +32,17 @@ __all__ = ["QuantDense", "QuantConv2D", "QuantDepthwiseConv2D"]
 
 
 class _QuantizerMixin:
-    """Quantizer attributes, their config, and the quantized forward inputs."""
+    """Quantizes a Keras layer's input and kernel, then hands off to the layer's own `call`.
 
+    The hook is `_kernel_attribute`: the attribute in which the Keras parent
+    keeps its kernel variable and reads it in `call` (`_kernel` behind
+    Dense's and Conv's `kernel` property; `kernel` itself in DepthwiseConv).
+    For the duration of the parent's `call` that attribute holds the
+    quantized kernel, as Larq's quantized variables read quantized inside
+    the layer's call.
+    """
+
+    _kernel_attribute = "_kernel"
     _kernel_quantizer_arg = "kernel_quantizer"
 
     def _set_quantizers(self, input_quantizer, kernel_quantizer):
@@ -54,19 +69,26 @@ class _QuantizerMixin:
         """The kernel as the layer computes with it (inference mode by default)."""
         return self._quantize(self.kernel_quantizer, self.kernel, training)
 
-    def _quantizer_config(self):
+    def call(self, inputs, training=None):
+        inputs = self.quantize_input(inputs, training)
+        if self.kernel_quantizer is None:
+            return super().call(inputs)
+        latent = getattr(self, self._kernel_attribute)
+        # object.__setattr__ bypasses Keras's attribute tracking: the latent
+        # variable stays the tracked weight, the quantized tensor is never one.
+        object.__setattr__(self, self._kernel_attribute,
+                           self._quantize(self.kernel_quantizer, latent, training))
+        try:
+            return super().call(inputs)
+        finally:
+            object.__setattr__(self, self._kernel_attribute, latent)
+
+    def get_config(self):
         return {
+            **super().get_config(),
             "input_quantizer": quantizers.serialize(self.input_quantizer),
             self._kernel_quantizer_arg: quantizers.serialize(self.kernel_quantizer),
         }
-
-
-def _conv_bias(layer, outputs):
-    if layer.data_format == "channels_last":
-        shape = (1,) * (layer.rank + 1) + (-1,)
-    else:
-        shape = (1, -1) + (1,) * layer.rank
-    return ops.add(outputs, ops.reshape(layer.bias, shape))
 
 
 @keras.saving.register_keras_serializable(package="kbnn")
@@ -80,7 +102,9 @@ class QuantDense(_QuantizerMixin, keras.layers.Dense):
             its order (`QuantDense(10, "relu")`).
         input_quantizer: quantizer applied to the input (name, dict, object);
             keyword-only, like the other quantizer arguments.
-        kernel_quantizer: quantizer applied to the kernel.
+        kernel_quantizer: quantizer applied to the kernel. With LoRA enabled
+            (`lora_rank`), the low-rank update is added to the quantized
+            kernel: a float adapter on quantized weights.
         kernel_constraint: also accepts "weight_clip".
     """
 
@@ -92,19 +116,6 @@ class QuantDense(_QuantizerMixin, keras.layers.Dense):
             units, *args, kernel_constraint=kbnn_constraints.get(kernel_constraint), **kwargs
         )
         self._set_quantizers(input_quantizer, kernel_quantizer)
-
-    def call(self, inputs, training=None):
-        if not self.quantized:
-            return super().call(inputs, training=training)
-        x = ops.matmul(self.quantize_input(inputs, training), self.quantize_kernel(training))
-        if self.bias is not None:
-            x = ops.add(x, self.bias)
-        if self.activation is not None:
-            x = self.activation(x)
-        return x
-
-    def get_config(self):
-        return {**super().get_config(), **self._quantizer_config()}
 
 
 @keras.saving.register_keras_serializable(package="kbnn")
@@ -128,20 +139,6 @@ class QuantConv2D(_QuantizerMixin, keras.layers.Conv2D):
         )
         self._set_quantizers(input_quantizer, kernel_quantizer)
 
-    def call(self, inputs, training=None):
-        if not self.quantized:
-            return super().call(inputs)
-        outputs = self.convolution_op(self.quantize_input(inputs, training),
-                                      self.quantize_kernel(training))
-        if self.use_bias:
-            outputs = _conv_bias(self, outputs)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
-
-    def get_config(self):
-        return {**super().get_config(), **self._quantizer_config()}
-
 
 @keras.saving.register_keras_serializable(package="kbnn")
 class QuantDepthwiseConv2D(_QuantizerMixin, keras.layers.DepthwiseConv2D):
@@ -154,6 +151,7 @@ class QuantDepthwiseConv2D(_QuantizerMixin, keras.layers.DepthwiseConv2D):
     `depthwise_constraint`), as in Larq.
     """
 
+    _kernel_attribute = "kernel"
     _kernel_quantizer_arg = "depthwise_quantizer"
 
     def __init__(
@@ -169,23 +167,3 @@ class QuantDepthwiseConv2D(_QuantizerMixin, keras.layers.DepthwiseConv2D):
     @property
     def depthwise_quantizer(self):
         return self.kernel_quantizer
-
-    def call(self, inputs, training=None):
-        if not self.quantized:
-            return super().call(inputs)
-        outputs = ops.depthwise_conv(
-            self.quantize_input(inputs, training),
-            self.quantize_kernel(training),
-            strides=self.strides,
-            padding=self.padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-        )
-        if self.use_bias:
-            outputs = _conv_bias(self, outputs)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
-
-    def get_config(self):
-        return {**super().get_config(), **self._quantizer_config()}

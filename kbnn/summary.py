@@ -25,6 +25,7 @@ import math
 import keras
 
 from kbnn import quantizers
+from kbnn.tables import render_table
 
 __all__ = ["LayerSummary", "ModelSummary", "summary"]
 
@@ -76,21 +77,13 @@ class ModelSummary:
              f"{l.binary_macs:,}", f"{l.float_macs:,}")
             for l in self.layers
         ]
-        rows.append(("Total", "", f"{self.params_1bit:,}", f"{self.params_32bit:,}",
-                     f"{self.memory_bytes / 1024:,.2f}", f"{self.binary_macs:,}",
-                     f"{self.float_macs:,}"))
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-        def line(row):
-            return "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
-            )
-
-        rule = "-" * len(line(header))
+        total = ("Total", "", f"{self.params_1bit:,}", f"{self.params_32bit:,}",
+                 f"{self.memory_bytes / 1024:,.2f}", f"{self.binary_macs:,}",
+                 f"{self.float_macs:,}")
         ratio = self.float32_memory_bytes / self.memory_bytes if self.memory_bytes else 1.0
         return "\n".join([
-            f'Model "{self.name}"', rule, line(header), rule,
-            *map(line, rows[:-1]), rule, line(rows[-1]), rule,
+            f'Model "{self.name}"',
+            render_table(header, rows, align="llrrrrr", total=total, rules=True),
             f"Memory: {self.memory_bytes / 1024:,.2f} KiB; as float32: "
             f"{self.float32_memory_bytes / 1024:,.2f} KiB ({ratio:.1f}x smaller)",
         ])

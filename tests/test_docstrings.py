@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 
 import kbnn
-from kbnn import constraints, distill, layers, optimizers, quantizers
+from kbnn import constraints, distill, layers, optimizers, quantizers, tables
 from kbnn.export import bits, graph, verify
 
 
 @pytest.mark.parametrize("module", [
-    kbnn, quantizers, constraints, layers, bits, kbnn.zoo, distill, optimizers,
-    importlib.import_module("kbnn.summary"), kbnn.export, graph, verify,
+    kbnn, quantizers, constraints, layers, bits, kbnn.zoo, kbnn.zoo.fashion_mnist, kbnn.zoo.spec,
+    kbnn.zoo.weights, distill, optimizers,
+    importlib.import_module("kbnn.summary"), kbnn.export, graph, verify, tables,
 ], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     # Each example imports what it uses beyond kbnn and numpy.

@@ -141,3 +141,68 @@ def test_keras_file_round_trip(tmp_path):
     np.testing.assert_array_equal(restored.predict(x, verbose=0),
                                   model.predict(x, verbose=0))
     assert [type(l) for l in restored.layers] == [type(l) for l in model.layers]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: (dict(units=5, activation="tanh"), QuantDense, keras.layers.Dense, (3, 2, 4)),
+    lambda: (dict(filters=4, kernel_size=3, strides=(1, 2), dilation_rate=1, padding="same",
+                  activation="relu"), QuantConv2D, keras.layers.Conv2D, (2, 7, 8, 4)),
+    lambda: (dict(filters=4, kernel_size=2, dilation_rate=2, groups=2),
+             QuantConv2D, keras.layers.Conv2D, (2, 7, 7, 4)),
+    lambda: (dict(filters=3, kernel_size=3, data_format="channels_first"),
+             QuantConv2D, keras.layers.Conv2D, (2, 2, 6, 6)),
+    lambda: (dict(kernel_size=3, depth_multiplier=2, dilation_rate=2, padding="same"),
+             QuantDepthwiseConv2D, keras.layers.DepthwiseConv2D, (2, 7, 7, 3)),
+])
+def test_quantized_layer_is_its_keras_parent_on_quantized_input_and_kernel(make):
+    # Every option of the parent reaches the computation, because the parent's call computes.
+    kwargs, quant_cls, parent_cls, shape = make()
+    kernel_arg = "depthwise_quantizer" if quant_cls is QuantDepthwiseConv2D else "kernel_quantizer"
+    quant = quant_cls(**kwargs, input_quantizer="ste_sign", **{kernel_arg: "ste_sign"})
+    plain = parent_cls(**kwargs)
+    quant.build(shape)
+    plain.build(shape)
+    weights = [w + 0.5 for w in quant.get_weights()]  # biases too, non-zero
+    quant.set_weights(weights)
+    plain.set_weights([sign(weights[0]), *weights[1:]])
+    x = rng.normal(size=shape).astype("float32")
+    np.testing.assert_array_equal(quant(x), plain(sign(x)))
+
+
+def test_call_leaves_the_latent_kernel_as_the_only_tracked_weight():
+    layer = QuantDense(3, kernel_quantizer="ste_sign", use_bias=False)
+    layer(np.ones((1, 2), "float32"))
+    assert isinstance(layer.kernel, keras.Variable)
+    assert layer.trainable_weights == [layer.kernel]
+    assert not np.all(np.abs(layer.kernel.numpy()) == 1.0)  # still the real values
+
+
+def test_failing_call_still_restores_the_kernel():
+    layer = QuantConv2D(2, 3, kernel_quantizer="ste_sign")
+    layer.build((1, 5, 5, 1))
+    with pytest.raises(Exception):
+        layer.call(np.ones((1, 5, 5, 7), "float32"))  # wrong channel count
+    assert isinstance(layer.kernel, keras.Variable)
+
+
+def test_lora_update_is_added_to_the_quantized_kernel():
+    # QLoRA-style: a float low-rank adapter on quantized weights.
+    layer = QuantDense(4, kernel_quantizer="ste_sign", lora_rank=2, use_bias=False)
+    layer.build((None, 3))
+    layer.lora_kernel_b.assign(rng.normal(size=(2, 4)).astype("float32"))
+    x = rng.normal(size=(5, 3)).astype("float32")
+    a, b = layer.lora_kernel_a.numpy(), layer.lora_kernel_b.numpy()
+    expected = x @ (sign(layer._kernel.numpy()) + (layer.lora_alpha / layer.lora_rank) * a @ b)
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_quantized_training_step_under_mirrored_strategy(mirrored_strategy):
+    # Replicas trace the layer's call one after another; each sees its own quantized kernel.
+    with mirrored_strategy.scope():
+        model = keras.Sequential([keras.Input((6,)), QuantDense(
+            4, input_quantizer="ste_sign", kernel_quantizer="ste_sign")])
+        model.compile("sgd", "mse")
+    x = rng.normal(size=(8, 6)).astype("float32")
+    model.fit(x, rng.normal(size=(8, 4)), batch_size=8, epochs=1, verbose=0)
+    expected = sign(x) @ sign(model.layers[0].kernel.numpy()) + model.layers[0].bias.numpy()
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-6, atol=1e-6)
