@@ -96,13 +96,19 @@ def test_released_weights_load_by_configuration(tmp_path, tiny_fashion_mnist, mo
         zoo.bnn_mlp((16,), weights="fashion_mnist")
     train_and_save("bnn_mlp", {"hidden_units": (16,)}, tmp_path / "released" / "tiny",
                    epochs=1, data_dir=tiny_fashion_mnist, validation_size=50, verbose=0)
-    assert zoo.list_models() == {"tiny": {"builder": "bnn_mlp", "hidden_units": [16],
-                                          "binarization": "deterministic",
-                                          "input_dropout": 0.1, "dropout": 0.2}}
+    # $KBNN_MODELS_DIR comes first in the lookup; the released models stay found after it.
+    assert zoo.models_dirs()[0] == tmp_path / "released"
+    released = zoo.list_models()
+    assert list(released)[0] == "tiny" and "bnn_mlp_1024_deterministic" in released
+    assert released["tiny"] == {"builder": "bnn_mlp", "hidden_units": [16],
+                                "binarization": "deterministic", "input_dropout": 0.1,
+                                "dropout": 0.2}
     saved = keras.models.load_model(tmp_path / "released" / "tiny.keras")
     loaded = zoo.bnn_mlp((16,), weights="fashion_mnist")
     x = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), saved.predict(x, verbose=0))
     with pytest.raises(ValueError, match=r"Released bnn_mlp models: tiny: bnn_mlp\("
-                       r"binarization='deterministic', hidden_units=\[16\]\) \(pass those"):
+                       r"binarization='deterministic', hidden_units=\[16\]\); "
+                       r"bnn_mlp_1024_deterministic: bnn_mlp\(binarization='deterministic', "
+                       r"hidden_units=\[1024\]\);.* \(pass those"):
         zoo.bnn_mlp((16,), binarization="stochastic", weights="fashion_mnist")

@@ -1,10 +1,4 @@
-"""Model zoo: binary and float twins for Fashion-MNIST, with released weights.
-
->>> from kbnn.zoo import bnn_mlp, float_mlp, bnn_cnn, float_cnn, list_models
->>> model = bnn_mlp(hidden_units=(1024,), binarization="deterministic")
->>> model.input_shape, model.output_shape
-((None, 28, 28, 1), (None, 10))
->>> pretrained = bnn_mlp(hidden_units=(128,), weights="fashion_mnist")  # released weights
+"""The Fashion-MNIST builders: binary models and their float twins.
 
 Every builder returns an uncompiled `keras.Model` from 28x28x1 images in
 [0, 1] to 10 logits. The binary models follow BinaryNet: the first layer takes
@@ -12,60 +6,45 @@ the real-valued image with binary weights, every quantized layer is followed
 by batch normalization, activations between layers are binarized by the next
 layer's input quantizer, and latent weights are clipped to [-1, 1].
 
+>>> bnn_mlp((128,)).output_shape
+(None, 10)
+
 `binarization="stochastic"` binarizes the activations stochastically while
 training (BinaryNet's Torch7 experiments); weights stay deterministic. At
 inference both binarizations are the same sign function.
-
-Released weights live in `saved_models/` beside the package (or in
-`$KBNN_MODELS_DIR`), as NAME.keras with NAME.json holding the builder
-arguments and measured metrics; `list_models()` lists them.
 """
-
-import inspect
-import json
-import numbers
-import os
-import pathlib
 
 import keras
 
 from kbnn import quantizers
 from kbnn.layers import QuantConv2D, QuantDense
+from kbnn.zoo.spec import Argument, Choice, Flag, Integer, Rate, Widths, builder
 
-__all__ = ["bnn_mlp", "float_mlp", "bnn_cnn", "float_cnn", "list_models", "models_dir",
-           "BUILDERS"]
+__all__ = ["bnn_mlp", "float_mlp", "bnn_cnn", "float_cnn", "BUILDERS"]
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
-_BINARIZATIONS = ("deterministic", "stochastic")
+BINARIZATIONS = ("deterministic", "stochastic")
 
-
-def models_dir():
-    """The directory of released models: `$KBNN_MODELS_DIR` or the repo's saved_models/."""
-    return pathlib.Path(
-        os.environ.get("KBNN_MODELS_DIR")
-        or pathlib.Path(__file__).resolve().parents[1] / "saved_models"
-    )
-
-
-def list_models():
-    """Released models as {name: builder arguments}, from saved_models/*.json.
-
-    >>> list_models()["bnn_mlp_1024_deterministic"]["hidden_units"]
-    [1024]
-    """
-    released = {}
-    for path in sorted(models_dir().glob("*.json")):
-        if path.with_suffix(".keras").exists():
-            released[path.stem] = json.loads(path.read_text())["model"]
-    return released
+# A zoo model needs at least one hidden layer (block): without one, a BNN's only
+# layer would binarize the raw pixels, which are all >= 0.
+_HIDDEN_UNITS = Argument("hidden_units", Widths(), "sizes of the hidden layers.",
+                         flag="--hidden")
+_FILTERS = Argument("filters", Widths(), "filters of each block's two 3x3 convolutions.")
+_DENSE_UNITS = Argument("dense_units", Integer(), "width of the dense layer before the "
+                        "classifier.")
+_BINARIZATION = Argument("binarization", Choice(BINARIZATIONS),
+                         "activation binarizer: 'deterministic' (sign) or 'stochastic' (+1 "
+                         "with probability hard_sigmoid(x) while training).")
+_INPUT_DROPOUT = Argument("input_dropout", Rate(), "dropout rate on the input pixels.",
+                          architecture=False)
+_DROPOUT = Argument("dropout", Rate(), "dropout rate before the output layer.",
+                    architecture=False)
+_SHORTCUTS = Argument("shortcuts", Flag(), "add real-valued shortcuts around the binary "
+                      "convolutions (Bi-Real Net).")
 
 
 def _activation_quantizer(binarization, seed):
-    if binarization not in _BINARIZATIONS:
-        raise ValueError(
-            f"binarization={binarization!r}: use one of {', '.join(_BINARIZATIONS)}."
-        )
     if binarization == "stochastic":
         return lambda i: quantizers.StochasticSign(seed=None if seed is None else seed + i)
     return lambda i: quantizers.SteSign()
@@ -76,39 +55,20 @@ def _binary(**kwargs):
                 use_bias=False, **kwargs)
 
 
-def _check_widths(argument, widths):
-    """A zoo model needs at least one hidden layer (block): without one, a BNN's
-    only layer would binarize the raw pixels, which are all >= 0."""
-    widths = tuple(widths)
-    if not widths or not all(isinstance(w, numbers.Integral) and w > 0 for w in widths):
-        raise ValueError(f"{argument}={widths!r}: give one or more positive layer widths, "
-                         f"e.g. {argument}=(128,).")
-    return tuple(int(w) for w in widths)  # Keras layers take Python ints only
-
-
 def _batch_norm():
     # BinaryNet's settings (Lasagne's alpha=0.1, i.e. Keras momentum 0.9): a faster
     # running average than Keras' default 0.99, and a smaller epsilon.
     return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-4)
 
 
+@builder(_HIDDEN_UNITS, _BINARIZATION, _INPUT_DROPOUT, _DROPOUT, released=("fashion_mnist",))
 def bnn_mlp(hidden_units=(1024,), binarization="deterministic", input_dropout=0.1,
-            dropout=0.2, seed=None, weights=None, name=None):
+            dropout=0.2, seed=None, name=None):
     """Binary MLP 784-hidden...-10 (BinaryNet style).
 
     >>> bnn_mlp((128,), "stochastic").count_params()
     102184
-
-    Args:
-        hidden_units: sizes of the hidden layers.
-        binarization: "deterministic" (sign) or "stochastic" (+1 with
-            probability hard_sigmoid(x) while training) for the activations.
-        input_dropout: dropout rate on the input pixels.
-        dropout: dropout rate before the output layer.
-        seed: seed of the stochastic binarizers (None: random).
-        weights: None, or "fashion_mnist" for the released weights.
     """
-    hidden_units = _check_widths("hidden_units", hidden_units)
     act = _activation_quantizer(binarization, seed)
     inputs = keras.Input(INPUT_SHAPE)
     x = keras.layers.Flatten()(inputs)
@@ -120,19 +80,16 @@ def bnn_mlp(hidden_units=(1024,), binarization="deterministic", input_dropout=0.
     x = QuantDense(NUM_CLASSES, input_quantizer=act(len(hidden_units)), **_binary())(x)
     outputs = _batch_norm()(x)
     name = name or f"bnn_mlp_{'_'.join(map(str, hidden_units))}_{binarization}"
-    model = keras.Model(inputs, outputs, name=name)
-    arguments = dict(hidden_units=list(hidden_units), binarization=binarization,
-                     input_dropout=input_dropout, dropout=dropout)
-    return _with_weights(model, "bnn_mlp", arguments, weights)
+    return keras.Model(inputs, outputs, name=name)
 
 
-def float_mlp(hidden_units=(1024,), input_dropout=0.1, dropout=0.2, weights=None, name=None):
+@builder(_HIDDEN_UNITS, _INPUT_DROPOUT, _DROPOUT, released=("fashion_mnist",))
+def float_mlp(hidden_units=(1024,), input_dropout=0.1, dropout=0.2, name=None):
     """Float twin of `bnn_mlp`: Dense, batch norm and ReLU per hidden layer.
 
     >>> float_mlp((128,)).count_params()
     102154
     """
-    hidden_units = _check_widths("hidden_units", hidden_units)
     inputs = keras.Input(INPUT_SHAPE)
     x = keras.layers.Flatten()(inputs)
     x = keras.layers.Dropout(input_dropout)(x)
@@ -143,14 +100,13 @@ def float_mlp(hidden_units=(1024,), input_dropout=0.1, dropout=0.2, weights=None
     x = keras.layers.Dropout(dropout)(x)
     outputs = keras.layers.Dense(NUM_CLASSES)(x)
     name = name or f"float_mlp_{'_'.join(map(str, hidden_units))}"
-    model = keras.Model(inputs, outputs, name=name)
-    arguments = dict(hidden_units=list(hidden_units), input_dropout=input_dropout,
-                     dropout=dropout)
-    return _with_weights(model, "float_mlp", arguments, weights)
+    return keras.Model(inputs, outputs, name=name)
 
 
+@builder(_FILTERS, _DENSE_UNITS, _BINARIZATION, _DROPOUT, _SHORTCUTS,
+         released=("fashion_mnist",))
 def bnn_cnn(filters=(48, 96, 192), dense_units=256, binarization="deterministic",
-            dropout=0.2, shortcuts=False, seed=None, weights=None, name=None):
+            dropout=0.2, shortcuts=False, seed=None, name=None):
     """Binary VGG-style CNN: per block two 3x3 convolutions and a 2x2 max-pool.
 
     >>> bnn_cnn().count_params() < 1_500_000
@@ -171,7 +127,6 @@ def bnn_cnn(filters=(48, 96, 192), dense_units=256, binarization="deterministic"
     >>> bnn_cnn(shortcuts=True).count_params() == bnn_cnn().count_params()
     True
     """
-    filters = _check_widths("filters", filters)
     if shortcuts:
         for narrow, wide in zip(filters, filters[1:]):
             if wide % narrow:
@@ -201,10 +156,7 @@ def bnn_cnn(filters=(48, 96, 192), dense_units=256, binarization="deterministic"
     x = QuantDense(NUM_CLASSES, input_quantizer=act(n + 1), **_binary())(x)
     outputs = _batch_norm()(x)
     default_name = f"bnn_cnn_shortcuts_{binarization}" if shortcuts else f"bnn_cnn_{binarization}"
-    model = keras.Model(inputs, outputs, name=name or default_name)
-    arguments = dict(filters=list(filters), dense_units=dense_units,
-                     binarization=binarization, dropout=dropout, shortcuts=shortcuts)
-    return _with_weights(model, "bnn_cnn", arguments, weights)
+    return keras.Model(inputs, outputs, name=name or default_name)
 
 
 def _shortcut(x, width, pool):
@@ -215,7 +167,8 @@ def _shortcut(x, width, pool):
     return x if repeats == 1 else keras.layers.Concatenate()([x] * repeats)
 
 
-def float_cnn(filters=(32, 64, 128), dense_units=256, dropout=0.3, weights=None, name=None):
+@builder(_FILTERS, _DENSE_UNITS, _DROPOUT, released=("fashion_mnist",))
+def float_cnn(filters=(32, 64, 128), dense_units=256, dropout=0.3, name=None):
     """Float twin of `bnn_cnn`: the same blocks with ReLU activations.
 
     >>> float_cnn().output_shape
@@ -224,7 +177,6 @@ def float_cnn(filters=(32, 64, 128), dense_units=256, dropout=0.3, weights=None,
     The defaults are the released float_cnn's architecture (narrower than the
     released bnn_cnn); pass the BNN's `filters` and `dense_units` for an exact twin.
     """
-    filters = _check_widths("filters", filters)
     inputs = keras.Input(INPUT_SHAPE)
     x = inputs
     for width in filters:
@@ -239,39 +191,8 @@ def float_cnn(filters=(32, 64, 128), dense_units=256, dropout=0.3, weights=None,
     x = keras.layers.ReLU()(x)
     x = keras.layers.Dropout(dropout)(x)
     outputs = keras.layers.Dense(NUM_CLASSES)(x)
-    model = keras.Model(inputs, outputs, name=name or "float_cnn")
-    arguments = dict(filters=list(filters), dense_units=dense_units, dropout=dropout)
-    return _with_weights(model, "float_cnn", arguments, weights)
+    return keras.Model(inputs, outputs, name=name or "float_cnn")
 
 
 BUILDERS = {"bnn_mlp": bnn_mlp, "float_mlp": float_mlp, "bnn_cnn": bnn_cnn,
             "float_cnn": float_cnn}
-
-
-def _with_weights(model, builder, arguments, weights):
-    """Load released weights into `model` if asked."""
-    if weights is None:
-        return model
-    if weights != "fashion_mnist":
-        raise ValueError(f"weights={weights!r}: use None (random init) or 'fashion_mnist'.")
-    released = list_models()
-    # Architecture arguments decide the weights and what they compute; dropout rates do
-    # not. A released JSON written before an argument existed holds that argument's default.
-    arch_keys = {k for k in arguments if "dropout" not in k}
-    defaults = {k: p.default for k, p in inspect.signature(BUILDERS[builder]).parameters.items()}
-    for name, config in released.items():
-        if config.get("builder") == builder and all(
-            config.get(k, defaults[k]) == arguments[k] for k in arch_keys
-        ):
-            model.load_weights(models_dir() / f"{name}.keras")
-            return model
-    shapes = lambda config: ", ".join(f"{k}={config.get(k, defaults[k])!r}"
-                                      for k in sorted(arch_keys))
-    same_builder = [f"{name}: {builder}({shapes(config)})" for name, config in released.items()
-                    if config.get("builder") == builder]
-    raise ValueError(
-        f"No released fashion_mnist weights for {builder}({shapes(arguments)}) in "
-        f"{models_dir()}. Released {builder} models: {'; '.join(same_builder) or 'none'} "
-        f"(pass those arguments). Train one with `python -m kbnn.train {builder} ...`, "
-        f"or use weights=None."
-    )
