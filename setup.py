@@ -7,8 +7,11 @@ setup(
     "a Fashion-MNIST model zoo, and a bit-packed TFLite exporter for stock LiteRT.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["kbnn", "kbnn.*"]),
-    package_data={"kbnn": ["py.typed"]},
+    # The released models ship inside the package as kbnn/zoo/saved_models/, built from
+    # the repository's saved_models/ (their one copy); kbnn.zoo.weights looks there.
+    packages=find_packages(include=["kbnn", "kbnn.*"]) + ["kbnn.zoo.saved_models"],
+    package_dir={"kbnn.zoo.saved_models": "saved_models"},
+    package_data={"kbnn": ["py.typed"], "kbnn.zoo.saved_models": ["*.keras", "*.json"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.18",  # Keras 3 and numpy 2
