@@ -30,6 +30,8 @@ import numbers
 import keras
 import tensorflow as tf
 
+from kbnn.larq_config import from_larq_dict
+
 __all__ = [
     "sign",
     "ste_sign",
@@ -63,19 +65,16 @@ def sign(x):
     return tf.where(x >= 0, tf.constant(1, x.dtype), tf.constant(-1, x.dtype))
 
 
-# Plain TensorFlow ops, not XLA-compiled kernels: compiling the sign and the
-# clipped gradient of large kernels with XLA saved about 2% of a 784-1024-10
-# training step but grew the training process by ~50 MiB per epoch (1,222 vs
-# 984 MiB after 8 epochs), past the float twin's 1,013 MiB.
+# Plain TensorFlow ops, not XLA-compiled kernels: XLA saved little time on
+# these element-wise ops and made the training process grow epoch by epoch.
 def _clipped_gradient(x, dy, clip_value):
     """dy where |x| <= clip_value (inclusive), else 0."""
     if clip_value is None:
         return dy
     if (x.dtype == tf.float32 and dy.dtype == tf.float32
             and isinstance(clip_value, numbers.Real) and 0 < clip_value < 1e38):
-        # One fused kernel in place of abs, compare and select: 0.23 instead of
-        # 1.05 ms for a 784x1024 kernel here. FakeQuant's gradient passes dy
-        # where nudged_min <= x <= nudged_max; with 2 narrow-range bits over
+        # One fused kernel (one pass over x) in place of abs, compare and
+        # select. FakeQuant's gradient passes dy where nudged_min <= x <= nudged_max; with 2 narrow-range bits over
         # [-c, c] the scale is c and the zero point exactly 2, so the nudged
         # range is exactly [-c, c]. Masked entries are dy * 0: a signed zero,
         # or NaN where dy is inf or NaN (tf.where would give 0 there).
@@ -168,6 +167,11 @@ def swish_sign(x, beta=5.0):
     return _swish_sign(tf.convert_to_tensor(x))
 
 
+def _channel_scale(x):
+    """The mean |x| over all axes but the last: one scale per output channel."""
+    return tf.reduce_mean(tf.abs(x), axis=list(range(len(x.shape) - 1)))
+
+
 def magnitude_aware_sign(x, clip_value=1.0):
     """Sign scaled by the mean |x| of each output channel (Bi-Real Net weights).
 
@@ -180,8 +184,7 @@ def magnitude_aware_sign(x, clip_value=1.0):
            [-2.,   1.]], dtype=float32)
     """
     x = tf.convert_to_tensor(x)
-    scale = tf.reduce_mean(tf.abs(x), axis=list(range(len(x.shape) - 1)))
-    return tf.stop_gradient(scale) * ste_sign(x, clip_value=clip_value)
+    return tf.stop_gradient(_channel_scale(x)) * ste_sign(x, clip_value=clip_value)
 
 
 def ste_heaviside(x, clip_value=1.0):
@@ -310,8 +313,7 @@ class MagnitudeAwareSign(_SignQuantizer):
         return magnitude_aware_sign(inputs, clip_value=self.clip_value)
 
     def levels(self, kernel):
-        kernel = tf.convert_to_tensor(kernel)
-        scale = tf.reduce_mean(tf.abs(kernel), axis=list(range(len(kernel.shape) - 1)))
+        scale = _channel_scale(tf.convert_to_tensor(kernel))
         return -scale, scale
 
 
@@ -364,10 +366,8 @@ def get(identifier):
             )
         return cls()
     if isinstance(identifier, dict):
-        short = identifier.get("class_name")  # Larq / Keras 2 style: class name and config
-        if short in _BY_CLASS_NAME and "module" not in identifier:
-            return _BY_CLASS_NAME[short].from_config(identifier.get("config") or {})
-        return keras.saving.deserialize_keras_object(identifier)
+        larq = from_larq_dict(identifier, _BY_CLASS_NAME)
+        return larq if larq is not None else keras.saving.deserialize_keras_object(identifier)
     if callable(identifier):
         cls = next((c for f, c in _BY_FUNCTION.items() if f is identifier), None)
         return identifier if cls is None else cls()

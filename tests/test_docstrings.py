@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kbnn
-from kbnn import constraints, distill, layers, optimizers, quantizers, tables
+from kbnn import constraints, distill, larq_config, layers, optimizers, quantizers, tables
 from kbnn.export import bits, graph, verify
 
 
@@ -15,6 +15,7 @@ from kbnn.export import bits, graph, verify
     kbnn, quantizers, constraints, layers, bits, kbnn.zoo, kbnn.zoo.fashion_mnist, kbnn.zoo.spec,
     kbnn.zoo.weights, distill, optimizers,
     importlib.import_module("kbnn.summary"), kbnn.export, graph, verify, tables,
+    larq_config,
 ], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     # Each example imports what it uses beyond kbnn and numpy.
