@@ -332,7 +332,7 @@ def add_cli_options(parser, builders):
         defaults = "; ".join(f"{name}: {argument.kind.show(argument.default)}"
                              for name, argument in uses)
         parser.add_argument(flag, dest=first.name, default=None,
-                            help=f"{first.help} (default {defaults})", **first.kind.cli())
+                            help=f"{first.help.rstrip('.')} (default {defaults})", **first.kind.cli())
 
 
 def cli_model_args(options, model, builders):
