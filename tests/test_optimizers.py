@@ -44,3 +44,36 @@ def test_serializes_as_itself():
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert type(restored) is Adam
     assert restored.get_config() == optimizer.get_config()
+
+
+def test_private_keras_apis_are_pinned_to_the_versions_they_were_checked_on():
+    import tensorflow as tf
+
+    from kbnn.optimizers import _CHECKED_ON
+    found = {"keras": keras.__version__, "tensorflow": tf.__version__}
+    for package, checked in _CHECKED_ON.items():
+        assert found[package].startswith(checked + "."), (
+            f"kbnn.optimizers reads Keras-private Adam slots (_adam_slots) and per-replica "
+            f"handles (_handle), checked on {package} {checked}; this is {found[package]}. "
+            f"Check that test_adam_slots_are_what_keras_updates and the Adam tests pass, "
+            f"then update _CHECKED_ON.")
+
+
+def test_adam_slots_are_what_keras_updates():
+    from kbnn.optimizers import _adam_slots
+    variable = keras.Variable(np.zeros((2, 3), "float32"))
+    other = keras.Variable(np.zeros((4,), "float32"))
+    optimizer = keras.optimizers.Adam(0.1, beta_1=0.9, beta_2=0.99)
+    gradient = np.full((2, 3), 2.0, "float32")
+    optimizer.apply_gradients([(gradient, variable), (np.ones(4, "float32"), other)])
+    momentum, velocity = _adam_slots(optimizer, variable)
+    np.testing.assert_allclose(momentum, 0.1 * gradient, rtol=1e-6)
+    np.testing.assert_allclose(velocity, 0.01 * gradient ** 2, rtol=1e-6)
+    assert _adam_slots(optimizer, other)[0].shape == (4,)
+
+
+def test_falls_back_to_keras_update_without_the_private_slots(monkeypatch):
+    import kbnn.optimizers
+    monkeypatch.setattr(kbnn.optimizers, "_adam_slots", lambda optimizer, variable: None)
+    _assert_same_training(_train(lambda: Adam(1e-2), steps=3),
+                          _train(lambda: keras.optimizers.Adam(1e-2), steps=3))
