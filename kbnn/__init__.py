@@ -15,7 +15,11 @@ distillation); `kbnn.export` (TFLite export, imported on its own) and
 `python -m kbnn.train`.
 """
 
-import keras as _keras
+from kbnn.startup import quiet_tensorflow_startup as _quiet_startup
+
+_quiet_startup()  # first: `python -m kbnn.train` imports this before its __main__
+
+import keras as _keras  # noqa: E402
 
 if _keras.backend.backend() != "tensorflow":
     raise ImportError(

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from kbnn import train, zoo
+from kbnn.train import cli, strategy
 from kbnn.data import load_fashion_mnist
 
 
@@ -73,10 +74,10 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_fashion_mnist,
 def test_distribute_option_names_the_strategies():
     import tensorflow as tf
 
-    assert isinstance(train._strategy("mirrored"), tf.distribute.MirroredStrategy)
+    assert isinstance(strategy.make_strategy("mirrored"), tf.distribute.MirroredStrategy)
     with pytest.raises(ValueError, match="'mirrored', 'multi_worker'"):
-        train._strategy("tpu")
-    assert train._parser().parse_args(["bnn_mlp", "--distribute", "mirrored"]).distribute \
+        strategy.make_strategy("tpu")
+    assert cli._parser().parse_args(["bnn_mlp", "--distribute", "mirrored"]).distribute \
         == "mirrored"
 
 
@@ -119,10 +120,10 @@ def test_default_output_is_the_models_dir_never_replaced_and_bad_options_fail(
     assert (tmp_path / "released" / "float_mlp_8.keras").read_bytes() == written
     with pytest.raises(SystemExit):
         train.main(["float_mlp", "--binarization", "stochastic"])
-    assert "float_mlp does not take that option" in capsys.readouterr().err
+    assert "float_mlp does not take --binarization" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.main(["float_cnn", "--shortcuts"])
-    assert "float_cnn does not take that option" in capsys.readouterr().err
+    assert "float_cnn does not take --shortcuts" in capsys.readouterr().err
 
 
 def test_cli_trains_bnn_cnn_with_shortcuts(tmp_path, tiny_fashion_mnist):
@@ -150,11 +151,11 @@ def test_only_the_chief_writes():
             self.cluster_resolver = Resolver(*args)
 
     workers = {"worker": ["a:1", "b:1"]}
-    assert train._is_chief(tf.distribute.get_strategy())
-    assert train._is_chief(Strategy("worker", 0, workers))
-    assert not train._is_chief(Strategy("worker", 1, workers))
-    assert not train._is_chief(Strategy("worker", 0, {**workers, "chief": ["c:1"]}))
-    assert train._is_chief(Strategy("chief", 0, {**workers, "chief": ["c:1"]}))
+    assert strategy.is_chief(tf.distribute.get_strategy())
+    assert strategy.is_chief(Strategy("worker", 0, workers))
+    assert not strategy.is_chief(Strategy("worker", 1, workers))
+    assert not strategy.is_chief(Strategy("worker", 0, {**workers, "chief": ["c:1"]}))
+    assert strategy.is_chief(Strategy("chief", 0, {**workers, "chief": ["c:1"]}))
 
 
 def test_released_file_holds_no_optimizer_state(tmp_path, tiny_fashion_mnist):
@@ -173,7 +174,7 @@ def test_released_file_holds_no_optimizer_state(tmp_path, tiny_fashion_mnist):
 
 
 def test_init_starts_from_a_models_weights_and_rejects_another_architecture(
-        tmp_path, tiny_fashion_mnist):
+        tmp_path, tiny_fashion_mnist, capsys):
     first = tmp_path / "first"
     train.train_and_save("bnn_mlp", {"hidden_units": (16,)}, first, epochs=1, batch_size=50,
                          data_dir=tiny_fashion_mnist, validation_size=50, verbose=0)
@@ -192,10 +193,11 @@ def test_init_starts_from_a_models_weights_and_rejects_another_architecture(
     fresh = zoo.bnn_mlp((16,), seed=1)
     assert fresh.weights[0].path.endswith("kernel")
     assert not np.allclose(fresh.weights[0].numpy(), after.weights[0].numpy())
-    with pytest.raises(ValueError, match="same model options"):
-        train.main(["bnn_mlp", "--hidden", "8", "--epochs", "1", "--quiet",
-                    "--data-dir", str(tiny_fashion_mnist), "--validation-size", "50",
-                    "--init", f"{first}.keras", "--out", str(tmp_path / "third")])
+    assert train.main(["bnn_mlp", "--hidden", "8", "--epochs", "1", "--quiet",
+                       "--data-dir", str(tiny_fashion_mnist), "--validation-size", "50",
+                       "--init", f"{first}.keras", "--out", str(tmp_path / "third")]) == 1
+    assert "same model options" in capsys.readouterr().err
+    assert not list(tmp_path.glob("third*"))
 
 
 def test_ema_validates_and_keeps_the_averaged_weights(tmp_path, tiny_fashion_mnist):

@@ -1,0 +1,144 @@
+"""Fit a zoo model: Adam with cosine decay, best-validation epoch, distillation, restarts.
+
+Example:
+
+    from kbnn.data import load_fashion_mnist
+    from kbnn.train import fit_model
+
+    train = load_fashion_mnist("train", validation_size=5000, subset="training",
+                               batch_size=100, shuffle=True, seed=0)
+    val = load_fashion_mnist("train", validation_size=5000, subset="validation",
+                             batch_size=1000)
+    fitted = fit_model("bnn_mlp", {"hidden_units": (128,)}, train, val, epochs=2, lr=3e-3)
+    fitted.model, fitted.best_epoch, fitted.history.history["val_accuracy"]
+"""
+
+import collections
+
+import keras
+import tensorflow as tf
+
+from kbnn import optimizers, zoo
+from kbnn.distill import Distiller
+from kbnn.train.callbacks import EpochTimer, KeepBest, StopOnNaN
+from kbnn.train.strategy import make_strategy
+
+__all__ = ["Fitted", "TrainingDiverged", "TrainingError", "augment", "as_model", "fit_model",
+           "inference_copy", "load_weights_from"]
+
+Fitted = collections.namedtuple("Fitted", "model history seconds best_epoch")
+Fitted.__doc__ = """What `fit_model` returns: the trained model (the student when
+distilling), its `keras.callbacks.History`, the seconds of each epoch and the kept
+epoch (1-based)."""
+
+
+class TrainingError(RuntimeError):
+    """A training that cannot go on or produced nothing usable; the message says why."""
+
+
+class TrainingDiverged(TrainingError):
+    """The training loss became NaN or infinite."""
+
+
+def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
+              jit_compile=False, teacher=None, alpha=0.5, temperature=2.0, init=None,
+              ema=None, verbose=1):
+    """Build `zoo.BUILDERS[builder](**model_args)`, compile and fit it; return `Fitted`.
+
+    Adam with a cosine decay of the learning rate to 0, cross-entropy on
+    logits, and the best-validation epoch restored (the last epoch when `val`
+    is None). With a `teacher` (a model or a .keras path) the loss also pulls
+    the model towards the teacher's softened logits (`kbnn.distill`). With
+    `init` (a model or a .keras path of the same architecture) training starts
+    from its weights: a further cycle of the schedule. With `ema` (a momentum
+    such as 0.999) validation, the kept epoch and the result use the
+    exponential moving average of the weights (Polyak averaging): for a BNN it
+    steadies the signs of latent weights that hover around zero. A loss that
+    becomes NaN or infinite stops the training (Keras' `TerminateOnNaN`) and
+    raises `TrainingDiverged`.
+    """
+    steps = int(train.cardinality())
+    if steps == 0:
+        raise TrainingError("the training data is empty: no batch to train on.")
+    strategy = make_strategy(distribute)  # one strategy: a second collides on collectives
+    with strategy.scope():
+        model = student = zoo.BUILDERS[builder](**model_args)
+        if init is not None:
+            load_weights_from(student, init)
+        if teacher is not None:
+            model = Distiller(student, as_model(teacher), alpha=alpha, temperature=temperature)
+        schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps)
+        model.compile(
+            optimizers.Adam(schedule, use_ema=ema is not None,
+                            ema_momentum=0.99 if ema is None else ema),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=jit_compile,
+        )
+    timer, best, nan = EpochTimer(), KeepBest(), StopOnNaN()
+    callbacks = [nan, timer] if val is None else [nan, timer, best]
+    if ema is not None:  # first, so validation and KeepBest see the averaged weights
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
+                        verbose=verbose, shuffle=False)  # the dataset shuffles itself
+    if nan.stopped_at is not None:
+        epoch, batch = nan.stopped_at
+        raise TrainingDiverged(
+            f"the training loss became {history.history['loss'][-1]} at epoch {epoch}, "
+            f"batch {batch}, so training stopped; lower the learning rate (lr={lr}) or "
+            f"check the data for non-finite values.")
+    if student is not model:  # evaluate the student as it is saved: on its own
+        with strategy.scope():
+            student.compile(loss=model.loss, metrics=["accuracy"])
+    return Fitted(student, history, timer.seconds, epochs if val is None else best.best_epoch)
+
+
+def augment(dataset, flip=True, shift=0, seed=None):
+    """Random horizontal flips and shifts of up to `shift` pixels, per image.
+
+    Applied to the training batches only; the model itself stays free of
+    preprocessing layers, so exports and released models see plain images.
+    """
+
+    def transform(images, labels):
+        if flip:
+            images = tf.image.random_flip_left_right(images, seed=seed)
+        if shift:
+            size = tf.shape(images)[1:3]
+            padded = tf.pad(images, [[0, 0], [shift, shift], [shift, shift], [0, 0]])
+            images = tf.map_fn(
+                lambda im: tf.image.random_crop(im, tf.concat([size, [1]], 0), seed=seed),
+                padded)
+        return images, labels
+
+    return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def as_model(model_or_path):
+    """`model_or_path` itself, or the model of a .keras file (uncompiled)."""
+    if isinstance(model_or_path, keras.Model):
+        return model_or_path
+    return keras.saving.load_model(model_or_path, compile=False)
+
+
+def load_weights_from(model, source):
+    """Copy the weights of `source` (a model or a .keras path) into `model`."""
+    source = as_model(source)
+    theirs = [tuple(w.shape) for w in source.weights]
+    ours = [tuple(w.shape) for w in model.weights]
+    if theirs != ours:
+        raise ValueError(
+            f"Cannot start {model.name!r} from {source.name!r}: their weights differ "
+            f"({len(ours)} tensors {ours[:4]}... vs {len(theirs)} tensors {theirs[:4]}...). "
+            "Pass the same model options (--hidden, --filters, --dense-units) as the "
+            "model in --init was trained with.")
+    model.set_weights(source.get_weights())
+
+
+def inference_copy(model):
+    """An uncompiled copy of `model` with its weights: saved without optimizer state,
+    so a released .keras file holds the model alone (a third of an Adam-compiled one)."""
+    copy = type(model).from_config(model.get_config())  # clone_model keeps compile state
+    copy.set_weights(model.get_weights())
+    return copy
+
