@@ -1,9 +1,14 @@
+import argparse
+import hashlib
+import inspect
+
 import keras
 import numpy as np
 import pytest
 
 import kbnn
 from kbnn import zoo
+from kbnn.zoo.spec import Argument, Integer, add_cli_options, builder, cli_model_args
 from kbnn.layers import QuantConv2D, QuantDense
 from kbnn.train import train_and_save
 
@@ -112,3 +117,98 @@ def test_released_weights_load_by_configuration(tmp_path, tiny_fashion_mnist, mo
                        r"bnn_mlp_1024_deterministic: bnn_mlp\(binarization='deterministic', "
                        r"hidden_units=\[1024\]\);.* \(pass those"):
         zoo.bnn_mlp((16,), binarization="stochastic", weights="fashion_mnist")
+
+
+def test_weights_from_a_file_or_a_url_with_its_hash(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    trained = zoo.bnn_mlp((16,), seed=0)
+    trained.set_weights([w + 0.5 for w in trained.get_weights()])  # not the initial values
+    path = tmp_path / "mlp.weights.h5"
+    trained.save_weights(path)
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    expected = trained.predict(x, verbose=0)
+
+    from_file = zoo.bnn_mlp((16,), weights=str(path))
+    np.testing.assert_array_equal(from_file.predict(x, verbose=0), expected)
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    from_url = zoo.bnn_mlp((16,), weights=f"{path.as_uri()}#sha256={digest}")
+    np.testing.assert_array_equal(from_url.predict(x, verbose=0), expected)
+    cached = tmp_path / "keras_home" / "models" / "mlp.weights.h5"  # Keras' cache convention
+    assert cached.read_bytes() == path.read_bytes()
+    path.unlink()  # a second call reads the cache
+    again = zoo.bnn_mlp((16,), weights=f"{path.as_uri()}#sha256={digest}")
+    np.testing.assert_array_equal(again.predict(x, verbose=0), expected)
+
+    with pytest.raises(ValueError, match=r"end the URL with the file's hash, #sha256="):
+        zoo.bnn_mlp((16,), weights="https://example.org/mlp.weights.h5")
+    path.write_bytes(b"replaced")  # a file that is not the one hashed is refused
+    with pytest.raises(ValueError, match=r"file hash does not match"):
+        zoo.bnn_mlp((16,), weights=f"{path.as_uri()}#sha256={digest[::-1]}")
+    with pytest.raises(ValueError, match=r"weights='imagenet': not a file\. Use None .*"
+                       r"'fashion_mnist' \(released weights\)"):
+        zoo.bnn_mlp((16,), weights="imagenet")
+
+
+def test_each_builder_declares_its_arguments_once():
+    for name, build in zoo.BUILDERS.items():
+        spec = build.spec
+        parameters = inspect.signature(build).parameters
+        assert spec.builder == name and spec.released == ("fashion_mnist",)
+        # The signature holds the defaults; every other parameter is declared.
+        assert set(parameters) == set(spec.arguments) | {"weights", "name"} | (
+            {"seed"} if name.startswith("bnn") else set())
+        for argument in spec.arguments.values():
+            assert argument.default == parameters[argument.name].default
+            assert argument.help and argument.flag.startswith("--")
+            assert f"{argument.name}: {argument.help}" in " ".join(build.__doc__.split())
+    spec = zoo.bnn_cnn.spec
+    assert spec.arguments["filters"].type is tuple and spec.arguments["shortcuts"].type is bool
+    assert not spec.arguments["dropout"].architecture
+    assert spec.record({"filters": np.array([8, 16])}) == {
+        "filters": [8, 16], "dense_units": 256, "binarization": "deterministic",
+        "dropout": 0.2, "shortcuts": False}
+    assert spec.architecture({"shortcuts": True, "seed": 3}) == {
+        "filters": [48, 96, 192], "dense_units": 256, "binarization": "deterministic",
+        "shortcuts": True}
+    # A JSON written before `shortcuts` existed reads as its default, False.
+    old = {"builder": "bnn_cnn", "filters": [48, 96, 192], "dense_units": 256,
+           "binarization": "deterministic", "dropout": 0.5}
+    assert spec.matches(old, {}) and not spec.matches(old, {"shortcuts": True})
+    assert not zoo.float_cnn.spec.matches(old, {})
+    with pytest.raises(TypeError, match=r"bnn_cnn\(\) takes no argument hidden_units"):
+        spec.check({"hidden_units": (8,)})
+    with pytest.raises(ValueError, match=r"dense_units=0: give an integer >= 1"):
+        zoo.bnn_cnn(dense_units=0)
+    with pytest.raises(ValueError, match=r"dropout=1.5: give a rate in \[0, 1\)"):
+        zoo.float_mlp(dropout=1.5)
+
+
+def test_cli_options_come_from_the_specs():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    add_cli_options(parser, zoo.BUILDERS)
+    assert "(default bnn_cnn: 48 96 192; float_cnn: 32 64 128)" in " ".join(
+        parser.format_help().split())
+    options = parser.parse_args(["bnn_cnn", "--filters", "8", "16", "--shortcuts",
+                                 "--dropout", "0.1"])
+    assert cli_model_args(options, "bnn_cnn", zoo.BUILDERS) == {
+        "filters": (8, 16), "dropout": 0.1, "shortcuts": True}
+    assert cli_model_args(parser.parse_args(["bnn_mlp"]), "bnn_mlp", zoo.BUILDERS) == {}
+    with pytest.raises(ValueError, match=r"float_cnn does not take --shortcuts; its options: "
+                       r"--filters, --dense-units, --dropout\."):
+        cli_model_args(parser.parse_args(["float_cnn", "--shortcuts"]), "float_cnn",
+                       zoo.BUILDERS)
+    with pytest.raises(ValueError, match=r"binarization='sign'"):
+        zoo.bnn_mlp.spec.check({"binarization": "sign"})
+
+
+def test_a_builder_must_declare_every_parameter():
+    with pytest.raises(TypeError, match=r"undeclared: \['width'\]"):
+        @builder()
+        def tiny(width=8, name=None):
+            return keras.Sequential(name=name)
+    with pytest.raises(ValueError, match=r"width=0: give an integer >= 1"):
+        @builder(Argument("width", Integer(), "width."))
+        def tiny_with_a_bad_default(width=0):
+            return keras.Sequential()

@@ -115,8 +115,11 @@ def _download(url):
             f"weights={url!r}: end the URL with the file's hash, #sha256=<64 hex digits> "
             f"(e.g. from `sha256sum`), so that a corrupted or replaced download is refused.")
     origin = urllib.parse.urlunsplit(parts._replace(fragment=""))
-    # $KERAS_HOME is read here, not only when Keras was imported.
+    # $KERAS_HOME is read now, not only when Keras was imported; get_file would
+    # cache in /tmp/.keras instead of a home directory that does not exist yet.
+    home = os.environ.get("KERAS_HOME")
+    if home:
+        os.makedirs(home, exist_ok=True)
     return keras.utils.get_file(
         fname=pathlib.PurePosixPath(parts.path).name, origin=origin, file_hash=digest[1],
-        hash_algorithm="sha256", cache_subdir="models",
-        cache_dir=os.environ.get("KERAS_HOME"))
+        hash_algorithm="sha256", cache_subdir="models", cache_dir=home)
