@@ -206,3 +206,36 @@ def test_quantized_training_step_under_mirrored_strategy(mirrored_strategy):
     model.fit(x, rng.normal(size=(8, 4)), batch_size=8, epochs=1, verbose=0)
     expected = sign(x) @ sign(model.layers[0].kernel.numpy()) + model.layers[0].bias.numpy()
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_loading_needs_import_kbnn_because_keras_imports_only_its_own_modules(tmp_path):
+    # Keras 3.15 looks a custom class up by its registered name ("kbnn>QuantDense")
+    # in the registry that `import kbnn` fills, and imports a module named in the
+    # file only if it belongs to keras, keras_hub, keras_cv or keras_nlp. So a kbnn
+    # file fails without `import kbnn` (with Keras's own message) and loads after it.
+    # If a future Keras imports the named module, the first load succeeds and this
+    # test says to update the layers module docstring.
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "model.keras"
+    keras.Sequential([keras.Input((4,)), QuantDense(2, kernel_quantizer="ste_sign")]).save(path)
+    script = textwrap.dedent(f"""
+        import keras
+        try:
+            keras.models.load_model({str(path)!r})
+            print("LOADED WITHOUT IMPORT")
+        except TypeError as error:
+            print("FAILED:", "Could not locate class 'QuantDense'" in str(error))
+        import kbnn
+        model = keras.models.load_model({str(path)!r})
+        print("LOADED AFTER IMPORT:", type(model.layers[0]).__name__)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.split("\n")
+    assert "FAILED: True" in lines, result.stdout
+    assert "LOADED AFTER IMPORT: QuantDense" in lines, result.stdout
