@@ -21,7 +21,8 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "ai-edge-litert"],
+        # tests/test_install.py builds the wheel offline (pip --no-build-isolation)
+        "test": ["pytest", "ai-edge-litert", "setuptools", "wheel"],
         "export": ["ai-edge-litert"],
     },
     license="Apache-2.0",
