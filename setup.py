@@ -18,6 +18,7 @@ setup(
         "keras>=3.0",
         "numpy>=2.0",
         "tensorflow-datasets",
+        "importlib_resources",  # tensorflow-datasets imports it; declares it for Python < 3.9
         "matplotlib",
     ],
     extras_require={

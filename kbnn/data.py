@@ -71,8 +71,13 @@ def read_idx(path):
 @functools.lru_cache(maxsize=8)
 def _read_idx_cached(path, size, mtime_ns):
     del size, mtime_ns  # Cache key only: a rewritten file is read again.
-    with open(path, "rb") as f:
-        data = f.read()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except PermissionError:
+        raise PermissionError(f"{path}: cannot be read (permission denied); make it readable "
+                              f"(chmod u+r), or point data_dir / {DATA_DIR_ENV} at a readable "
+                              "copy.") from None
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
@@ -219,6 +224,7 @@ def _load_split(split, data_dir):
 
 def _find(data_dir, name):
     """Return the path of `name` or `name.gz` in `data_dir`, or raise FileNotFoundError."""
+    _check_directory(data_dir)
     for candidate in (name + ".gz", name):
         path = os.path.join(data_dir, candidate)
         if os.path.isfile(path):
@@ -230,10 +236,30 @@ def _find(data_dir, name):
     )
 
 
+def _check_directory(data_dir):
+    """Raise an error that says what is wrong with `data_dir` if it is not a readable directory."""
+    fix = (f"pass data_dir= / set {DATA_DIR_ENV} to the directory holding the four IDX files "
+           "(unset both to download via tensorflow_datasets)")
+    if not os.path.exists(data_dir):
+        raise FileNotFoundError(f"Fashion-MNIST directory {data_dir} does not exist; {fix}.")
+    if not os.path.isdir(data_dir):
+        raise NotADirectoryError(f"Fashion-MNIST directory {data_dir} is a file, not a "
+                                 f"directory; {fix}.")
+    if not os.access(data_dir, os.R_OK | os.X_OK):
+        raise PermissionError(f"Fashion-MNIST directory {data_dir} cannot be read (permission "
+                              f"denied); make it readable (chmod u+rx), or {fix}.")
+
+
 def _load_tfds(split):
     """Return `(images, labels)` NumPy arrays of a split from `tfds.load("fashion_mnist")`."""
-    import tensorflow_datasets as tfds  # Imported lazily: slow, and only needed without data_dir.
+    try:  # Imported lazily: slow, and only needed without data_dir.
+        import tensorflow_datasets as tfds
 
-    ds = tfds.load("fashion_mnist", split=split, as_supervised=True, shuffle_files=False)
+        ds = tfds.load("fashion_mnist", split=split, as_supervised=True, shuffle_files=False)
+    except ModuleNotFoundError as error:
+        raise ImportError(
+            f"Fashion-MNIST via tensorflow_datasets needs the module {error.name!r}, which is "
+            f"not installed: pip install {error.name}, or pass data_dir= / set {DATA_DIR_ENV} "
+            "to a directory holding the four IDX files.") from error
     batches = list(tfds.as_numpy(ds.batch(10000)))
     return (np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches]))

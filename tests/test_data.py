@@ -138,6 +138,22 @@ def test_missing_file_names_it_and_the_fix(data_dir):
     load_fashion_mnist("train", data_dir=data_dir)  # The train files are still found.
 
 
+def test_a_file_or_missing_directory_is_named_for_what_it_is(data_dir):
+    with pytest.raises(NotADirectoryError, match="is a file, not a directory"):
+        load_fashion_mnist("test", data_dir=data_dir / "t10k-images-idx3-ubyte.gz")
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+        load_fashion_mnist("test", data_dir=data_dir / "nowhere")
+
+
+def test_an_unreadable_directory_says_so(data_dir, monkeypatch):
+    # Root reads any directory, so the permission check is simulated for this one.
+    real_access = data.os.access
+    monkeypatch.setattr(data.os, "access", lambda path, mode, **kwargs: (
+        False if str(path) == str(data_dir) else real_access(path, mode, **kwargs)))
+    with pytest.raises(PermissionError, match="cannot be read .permission denied.*chmod"):
+        load_fashion_mnist("test", data_dir=data_dir)
+
+
 def test_uncompressed_files_are_accepted(data_dir):
     for path in data_dir.glob("*.gz"):
         path.with_suffix("").write_bytes(gzip.decompress(path.read_bytes()))
@@ -260,6 +276,28 @@ def test_tfds_path_offline(monkeypatch):
     np.testing.assert_array_equal(vx.numpy(), x[-5:])
     np.testing.assert_array_equal(vy.numpy(), y[-5:])
     assert tx.shape == (20, 28, 28, 1)
+
+
+def test_tfds_download_path_has_its_dependencies():
+    # Without data, tfds.load reads the builder's download URLs and checksums first: in a fresh
+    # install that needs importlib_resources, which tensorflow_datasets declares only for
+    # Python < 3.9 (setup.py brings it). This reads the package's files only; no download.
+    tfds = pytest.importorskip("tensorflow_datasets")
+    urls = tfds.builder_cls("fashion_mnist").url_infos
+    assert any("train-images-idx3-ubyte" in url for url in urls)
+
+
+def test_tfds_missing_module_names_it_and_the_fix(monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.delenv("KBNN_DATA_DIR", raising=False)
+
+    def load(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'importlib_resources'",
+                                  name="importlib_resources")
+
+    monkeypatch.setattr(tfds, "load", load)
+    with pytest.raises(ImportError, match="pip install importlib_resources.*data_dir"):
+        load_fashion_mnist("test")
 
 
 # --- the real data ------------------------------------------------------------------------------
