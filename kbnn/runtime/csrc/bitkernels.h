@@ -1,0 +1,47 @@
+/* Bit-level kernels of the kbnn delegate: a scalar reference and SIMD versions chosen at run time.
+ *
+ * Every kernel works on rows of packed bits stored as uint64_t words, `words`
+ * per row, where `words` is a multiple of KBNN_ROW_WORDS (512 bits) so SIMD
+ * loops need no tails; bits past a row's length are zero. Bit i of a row is
+ * bit i % 64 of word i / 64.
+ *
+ *   kbnn_kernels k = kbnn_select_kernels(KBNN_LEVEL_BEST);
+ *   k.xor_popcount(x, w, words, rows, out);   // out[j] = popcount(x ^ w[j])
+ */
+#ifndef KBNN_BITKERNELS_H_
+#define KBNN_BITKERNELS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KBNN_ROW_WORDS 8 /* row padding: 8 x 64 = 512 bits */
+
+typedef struct kbnn_kernels {
+  const char *name;
+  /* out[j] = popcount(x XOR w[j]) for rows j in [0, rows). */
+  void (*xor_popcount)(const uint64_t *x, const uint64_t *w, size_t words, size_t rows,
+                       int32_t *out);
+  /* out[j] = popcount(x AND w[j]). */
+  void (*and_popcount)(const uint64_t *x, const uint64_t *w, size_t words, size_t rows,
+                       int32_t *out);
+  /* out[j] = sum of x[i] over the bits i set in w[j]; x holds words * 64 floats. */
+  void (*masked_sum)(const float *x, const uint64_t *w, size_t words, size_t rows, float *out);
+} kbnn_kernels;
+
+/* Kernel levels, lowest to highest; kbnn_select_kernels never exceeds what the CPU has. */
+enum {
+  KBNN_LEVEL_REFERENCE = 0,
+  KBNN_LEVEL_POPCNT = 1,  /* x86-64 POPCNT */
+  KBNN_LEVEL_AVX2 = 2,    /* x86-64 AVX2 + POPCNT */
+  KBNN_LEVEL_AVX512 = 3,  /* x86-64 AVX-512 F/BW + VPOPCNTDQ */
+  KBNN_LEVEL_NEON = 4,    /* aarch64 Advanced SIMD */
+  KBNN_LEVEL_BEST = 100,
+};
+
+/* The fastest kernels this CPU runs, at most `max_level` (the reference if none fits). */
+kbnn_kernels kbnn_select_kernels(int max_level);
+
+/* Whether this CPU can run kernels of `level`. */
+int kbnn_cpu_supports(int level);
+
+#endif /* KBNN_BITKERNELS_H_ */

@@ -1,0 +1,1102 @@
+/* The kbnn delegate: recognises the packed binary layers of a kbnn export and runs them.
+ *
+ * How a layer is recognised (layout version 1, written by kbnn.export.graph):
+ *
+ *   unpack design   BITWISE_XOR(const int32 words, zero) -> BITCAST uint8 -> RESHAPE
+ *                   -> CAST int32 -> GATHER(byte table [256, 8]) -> RESHAPE / prefix
+ *                   STRIDED_SLICE ... -> FULLY_CONNECTED weights [N, K]
+ *   xor-popcount    BITWISE_XOR(packed signs [B, 1, W], const int32 words [N, W])
+ *                   -> BITCAST uint16 -> CAST int32 -> RESHAPE -> GATHER(const popcount
+ *                   table [65536]) -> SUM(last axis) -> MUL(c) -> SUB(k, .)
+ *
+ * each followed by the per-channel MUL / ADD that fold a batch norm. Every tensor
+ * inside a chain must have exactly one consumer, every size must agree with the
+ * number of packed words, every constant is checked; anything else is left to the
+ * runtime. Run-time values the file computes (the zero, the byte table) are checked
+ * at every invoke, and an invoke whose values differ fails with a message instead of
+ * computing something else.
+ *
+ * Arithmetic: binary (+-1) inputs are packed to bits and the dot products are
+ * popcounts (exact integers); real-valued inputs are summed under the weight bits
+ * (masked sums); then the same float operations as the stock graph, in its order
+ * (the build turns off FMA contraction so they round the same).
+ */
+#define _POSIX_C_SOURCE 200112L
+#include "delegate.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitkernels.h"
+#include "threadpool.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "kbnn's packed words are little-endian; this delegate builds for little-endian CPUs only"
+#endif
+
+#define KBNN_LAYOUT_VERSION 1
+#define MAX_CHAIN 16
+#define MAX_TAIL 4
+#define MAX_POPCOUNT_BITS (1 << 24) /* counts stay exact in float32 */
+
+typedef struct kbnn_layer kbnn_layer;
+
+typedef struct kbnn_state {
+  kbnn_delegate_options options;
+  kbnn_kernels kernels;
+  kbnn_pool *pool;
+  int pool_threads;
+  int claimed;
+  float table_pm1[2048]; /* byte table with levels -1/+1, as the file computes it */
+  float table_01[2048];  /* ... with levels 0/1 */
+  /* Layers matched by Prepare, handed to the kernels' init during the same call. */
+  kbnn_layer *pending;
+  int n_pending;
+} kbnn_state;
+
+enum { DESIGN_UNPACK = 1, DESIGN_XOR = 2 };
+enum { TAIL_MUL = 1, TAIL_ADD = 2 };
+
+typedef struct {
+  int op;
+  int count; /* 1 (scalar) or rows */
+  const float *values;
+} tail_op;
+
+struct kbnn_layer {
+  int design;
+  int nodes[MAX_TAIL + 12]; /* nodes that compute the layer's output */
+  int n_nodes;
+  int chain[MAX_CHAIN];      /* unpack design: nodes that unpack the words (no output used) */
+  int n_chain;
+  int anchor;        /* the FULLY_CONNECTED (unpack) or BITWISE_XOR (xor) node */
+  int weights;       /* unpack design: the unpacked-weights tensor the chain ends in */
+  int zero_low;      /* unpack design: levels 0/1 (else -1/+1) */
+  int input, zero, table, output;
+  int rows, k;       /* N outputs; K bits per row */
+  int in_words32;    /* xor design: int32 words per input row */
+  const int32_t *packed; /* the file's words */
+  int packed_words;
+  size_t words;      /* uint64 words per row in `w`, a multiple of KBNN_ROW_WORDS */
+  uint64_t *w;       /* rows x words, rows padded with zero bits */
+  int32_t *ones;     /* set bits per row */
+  const float *bias; /* FULLY_CONNECTED bias (rows values) or NULL */
+  float c_mul, c_sub;
+  tail_op tail[MAX_TAIL];
+  int n_tail;
+  int declined_at; /* source line where matching stopped, for verbose reports */
+};
+
+typedef struct {
+  int *count, *consumer, *producer;
+  size_t n;
+} graph_index;
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static void report(TfLiteContext *ctx, const char *fmt, ...) {
+  char message[512];
+  va_list args;
+  va_start(args, fmt);
+  vsnprintf(message, sizeof message, fmt, args);
+  va_end(args);
+  ctx->ReportError(ctx, "kbnn delegate: %s", message);
+}
+
+static TfLiteTensor *tensor_at(TfLiteContext *ctx, int index) {
+  if (index < 0 || (size_t)index >= ctx->tensors_size) return NULL;
+  return &ctx->tensors[index];
+}
+
+/* Number of elements, or -1 if dims are missing, negative or overflow int. */
+static long numel(const TfLiteTensor *t) {
+  if (!t || !t->dims || t->dims->size < 0 || t->dims->size > 8) return -1;
+  long n = 1;
+  for (int i = 0; i < t->dims->size; ++i) {
+    if (t->dims->data[i] < 0) return -1;
+    n *= t->dims->data[i];
+    if (n > 0x7fffffffL) return -1;
+  }
+  return n;
+}
+
+static int rank(const TfLiteTensor *t) { return t && t->dims ? t->dims->size : -1; }
+
+static int dim(const TfLiteTensor *t, int i) {
+  if (!t || !t->dims || i < 0 || i >= t->dims->size) return -1;
+  return t->dims->data[i];
+}
+
+static size_t type_size(TfLiteType type) {
+  switch (type) {
+    case kTfLiteFloat32: case kTfLiteInt32: case kTfLiteUInt32: return 4;
+    case kTfLiteUInt8: case kTfLiteInt8: case kTfLiteBool: return 1;
+    case kTfLiteInt16: case kTfLiteUInt16: case kTfLiteFloat16: return 2;
+    case kTfLiteInt64: case kTfLiteUInt64: case kTfLiteFloat64: return 8;
+    default: return 0;
+  }
+}
+
+/* A constant of `type` whose buffer holds all its elements. */
+static int is_const(const TfLiteTensor *t, TfLiteType type) {
+  long n = numel(t);
+  return t && t->type == type && t->allocation_type == kTfLiteMmapRo && t->data.raw && n >= 0 &&
+         t->bytes >= (size_t)n * type_size(type);
+}
+
+static int node_op(TfLiteContext *ctx, int index, TfLiteNode **node) {
+  TfLiteRegistration *reg = NULL;
+  *node = NULL;
+  if (ctx->GetNodeAndRegistration(ctx, index, node, &reg) != kTfLiteOk || !*node || !reg)
+    return -1;
+  if (!(*node)->inputs || !(*node)->outputs) return -1;
+  return reg->builtin_code;
+}
+
+static int node_input(const TfLiteNode *node, int i) {
+  return i < node->inputs->size ? node->inputs->data[i] : -1;
+}
+
+static int node_output(const TfLiteNode *node) {
+  return node->outputs->size == 1 ? node->outputs->data[0] : -1;
+}
+
+/* The only consumer of tensor t if it has exactly one and its op is `op`, else -1. */
+static int sole_consumer(TfLiteContext *ctx, const graph_index *g, int t, int op,
+                         TfLiteNode **node) {
+  if (t < 0 || (size_t)t >= g->n || g->count[t] != 1) return -1;
+  int index = g->consumer[t];
+  if (node_op(ctx, index, node) != op) return -1;
+  return index;
+}
+
+static void add_node(kbnn_layer *l, int index) {
+  if (l->n_nodes < (int)(sizeof l->nodes / sizeof l->nodes[0])) l->nodes[l->n_nodes++] = index;
+  else l->n_nodes = 1 << 20; /* too long: rejected by the caller */
+}
+
+static void add_chain(kbnn_layer *l, int index) {
+  if (l->n_chain < MAX_CHAIN) l->chain[l->n_chain++] = index;
+  else l->n_chain = 1 << 20;
+}
+
+#define DECLINE()            \
+  do {                       \
+    l->declined_at = __LINE__; \
+    return 0;                \
+  } while (0)
+
+/* ---- matching --------------------------------------------------------------------------- */
+
+/* MUL / ADD by per-channel or scalar constants after the layer, fused activation none. */
+static int match_tail(TfLiteContext *ctx, const graph_index *g, kbnn_layer *l, int t) {
+  l->n_tail = 0;
+  for (;;) {
+    if (l->n_tail == MAX_TAIL || t < 0 || (size_t)t >= g->n || g->count[t] != 1) break;
+    TfLiteNode *node;
+    int index = g->consumer[t];
+    int op = node_op(ctx, index, &node);
+    if (op != kTfLiteBuiltinMul && op != kTfLiteBuiltinAdd) break;
+    if (node->inputs->size != 2 || !node->builtin_data) break;
+    int activation = op == kTfLiteBuiltinMul
+                         ? ((TfLiteMulParams *)node->builtin_data)->activation
+                         : ((TfLiteAddParams *)node->builtin_data)->activation;
+    if (activation != kTfLiteActNone) break;
+    int other = node_input(node, 0) == t ? node_input(node, 1) : node_input(node, 0);
+    if (other == t || (node_input(node, 0) != t && node_input(node, 1) != t)) break;
+    TfLiteTensor *c = tensor_at(ctx, other);
+    long n = numel(c);
+    if (!is_const(c, kTfLiteFloat32) || (n != 1 && n != l->rows)) break;
+    if (n == l->rows && n != 1 && (rank(c) < 1 || dim(c, rank(c) - 1) != l->rows)) break;
+    if (rank(c) > 2) break;
+    int out = node_output(node);
+    TfLiteTensor *o = tensor_at(ctx, out);
+    if (!o || o->type != kTfLiteFloat32) break;
+    l->tail[l->n_tail].op = op == kTfLiteBuiltinMul ? TAIL_MUL : TAIL_ADD;
+    l->tail[l->n_tail].count = (int)n;
+    l->tail[l->n_tail].values = c->data.f;
+    l->n_tail++;
+    add_node(l, index);
+    t = out;
+  }
+  return t;
+}
+
+static int const_scalar_is(TfLiteContext *ctx, int t, float value) {
+  TfLiteTensor *c = tensor_at(ctx, t);
+  return is_const(c, kTfLiteFloat32) && numel(c) == 1 && c->data.f[0] == value;
+}
+
+static int producer_op(TfLiteContext *ctx, const graph_index *g, int t, TfLiteNode **node) {
+  if (t < 0 || (size_t)t >= g->n || g->producer[t] < 0) return -1;
+  return node_op(ctx, g->producer[t], node);
+}
+
+/* Which byte table the file computes: 0 for levels -1/+1 (2 * bit - 1), 1 for 0/1 (the
+ * bits cast to float), -1 for anything else. Invoke checks the values themselves. */
+static int table_levels(TfLiteContext *ctx, const graph_index *g, int table) {
+  TfLiteNode *node;
+  int op = producer_op(ctx, g, table, &node);
+  if (op == kTfLiteBuiltinCast) return 1;
+  if (op != kTfLiteBuiltinSub || node->inputs->size != 2 || !const_scalar_is(ctx, node_input(node, 1), 1.0f))
+    return -1;
+  op = producer_op(ctx, g, node_input(node, 0), &node);
+  if (op != kTfLiteBuiltinMul || node->inputs->size != 2) return -1;
+  int a = node_input(node, 0), b = node_input(node, 1);
+  int bits = const_scalar_is(ctx, b, 2.0f) ? a : const_scalar_is(ctx, a, 2.0f) ? b : -1;
+  if (bits < 0) return -1;
+  return producer_op(ctx, g, bits, &node) == kTfLiteBuiltinCast ? 0 : -1;
+}
+
+/* The unpack design starting at BITWISE_XOR node `xor_index`. */
+static int match_unpack(TfLiteContext *ctx, const graph_index *g, int xor_index, TfLiteNode *x,
+                        kbnn_layer *l) {
+  memset(l, 0, sizeof *l);
+  l->design = DESIGN_UNPACK;
+  if (x->inputs->size != 2 || x->outputs->size != 1) DECLINE();
+  TfLiteTensor *a = tensor_at(ctx, node_input(x, 0)), *b = tensor_at(ctx, node_input(x, 1));
+  if (!a || !b) DECLINE();
+  TfLiteTensor *words = is_const(a, kTfLiteInt32) && rank(a) == 1 ? a : b;
+  int words_index = words == a ? node_input(x, 0) : node_input(x, 1);
+  TfLiteTensor *zero = words == a ? b : a;
+  if (!is_const(words, kTfLiteInt32) || rank(words) != 1) DECLINE();
+  if (zero->type != kTfLiteInt32 || numel(zero) != 1 || rank(zero) > 1) DECLINE();
+  long nw = numel(words);
+  if (nw <= 0 || nw > (1L << 26)) DECLINE();
+  l->zero = words == a ? node_input(x, 1) : node_input(x, 0);
+  l->packed = words->data.i32;
+  l->packed_words = (int)nw;
+  (void)words_index;
+  add_chain(l, xor_index);
+
+  int t = node_output(x);
+  TfLiteNode *node;
+  int index;
+  TfLiteTensor *o;
+  /* BITCAST int32 -> uint8 [nw, 4] */
+  if ((index = sole_consumer(ctx, g, t, kTfLiteBuiltinBitcast, &node)) < 0) DECLINE();
+  t = node_output(node);
+  o = tensor_at(ctx, t);
+  if (!o || o->type != kTfLiteUInt8 || numel(o) != 4 * nw) DECLINE();
+  add_chain(l, index);
+  /* RESHAPE to bytes [4 nw] */
+  if ((index = sole_consumer(ctx, g, t, kTfLiteBuiltinReshape, &node)) < 0) DECLINE();
+  if (node_input(node, 0) != t) DECLINE();
+  t = node_output(node);
+  o = tensor_at(ctx, t);
+  if (!o || o->type != kTfLiteUInt8 || numel(o) != 4 * nw || rank(o) != 1) DECLINE();
+  add_chain(l, index);
+  /* CAST uint8 -> int32 */
+  if ((index = sole_consumer(ctx, g, t, kTfLiteBuiltinCast, &node)) < 0) DECLINE();
+  t = node_output(node);
+  o = tensor_at(ctx, t);
+  if (!o || o->type != kTfLiteInt32 || numel(o) != 4 * nw || rank(o) != 1) DECLINE();
+  add_chain(l, index);
+  /* GATHER(table, bytes): [4 nw, 8] levels */
+  if ((index = sole_consumer(ctx, g, t, kTfLiteBuiltinGather, &node)) < 0) DECLINE();
+  if (node->inputs->size != 2 || node_input(node, 1) != t || !node->builtin_data) DECLINE();
+  TfLiteGatherParams *gp = (TfLiteGatherParams *)node->builtin_data;
+  if (gp->axis != 0 || gp->batch_dims != 0) DECLINE();
+  l->table = node_input(node, 0);
+  TfLiteTensor *table = tensor_at(ctx, l->table);
+  if (!table || table->type != kTfLiteFloat32 || rank(table) != 2 || dim(table, 1) != 8)
+    DECLINE();
+  if ((l->zero_low = table_levels(ctx, g, l->table)) < 0) DECLINE();
+  t = node_output(node);
+  o = tensor_at(ctx, t);
+  if (!o || o->type != kTfLiteFloat32 || numel(o) != 32 * nw) DECLINE();
+  add_chain(l, index);
+  /* RESHAPE and prefix STRIDED_SLICE keep the flat bit order. */
+  long count = 32 * nw;
+  for (int step = 0; step < 6; ++step) {
+    if (t < 0 || (size_t)t >= g->n || g->count[t] != 1) DECLINE();
+    index = g->consumer[t];
+    int op = node_op(ctx, index, &node);
+    if (op == kTfLiteBuiltinReshape) {
+      if (node_input(node, 0) != t) DECLINE();
+      t = node_output(node);
+      o = tensor_at(ctx, t);
+      if (!o || o->type != kTfLiteFloat32 || numel(o) != count) DECLINE();
+      add_chain(l, index);
+    } else if (op == kTfLiteBuiltinStridedSlice) {
+      TfLiteStridedSliceParams *sp = (TfLiteStridedSliceParams *)node->builtin_data;
+      if (!sp || node->inputs->size != 4 || node_input(node, 0) != t) DECLINE();
+      if (sp->ellipsis_mask || sp->new_axis_mask || sp->shrink_axis_mask || sp->offset) DECLINE();
+      TfLiteTensor *in = tensor_at(ctx, t), *begin = tensor_at(ctx, node_input(node, 1)),
+                   *strides = tensor_at(ctx, node_input(node, 3));
+      if (rank(in) != 1 || !is_const(begin, kTfLiteInt32) || numel(begin) != 1 ||
+          !is_const(strides, kTfLiteInt32) || numel(strides) != 1)
+        DECLINE();
+      if (strides->data.i32[0] != 1) DECLINE();
+      if (!(sp->begin_mask & 1) && begin->data.i32[0] != 0) DECLINE();
+      t = node_output(node);
+      o = tensor_at(ctx, t);
+      long kept = numel(o);
+      if (!o || o->type != kTfLiteFloat32 || rank(o) != 1 || kept <= 0 || kept > count) DECLINE();
+      /* the end (with its mask) must select exactly what the output holds */
+      TfLiteTensor *end = tensor_at(ctx, node_input(node, 2));
+      if (!is_const(end, kTfLiteInt32) || numel(end) != 1) DECLINE();
+      long stop = (sp->end_mask & 1) ? count : end->data.i32[0];
+      if (stop < 0) stop += count;
+      if (stop != kept) DECLINE();
+      count = kept;
+      add_chain(l, index);
+    } else if (op == kTfLiteBuiltinFullyConnected) {
+      break;
+    } else {
+      DECLINE(); /* conv and depthwise: not claimed by this build */
+    }
+  }
+  /* FULLY_CONNECTED(x, weights [N, K], bias?) */
+  if (t < 0 || (size_t)t >= g->n || g->count[t] != 1) DECLINE();
+  index = g->consumer[t];
+  if (node_op(ctx, index, &node) != kTfLiteBuiltinFullyConnected) DECLINE();
+  if (node_input(node, 1) != t || node_input(node, 0) == t || node->inputs->size < 2 ||
+      node->inputs->size > 3 || !node->builtin_data)
+    DECLINE();
+  TfLiteFullyConnectedParams *fp = (TfLiteFullyConnectedParams *)node->builtin_data;
+  if (fp->activation != kTfLiteActNone || fp->weights_format != 0) DECLINE();
+  TfLiteTensor *wt = tensor_at(ctx, t);
+  if (rank(wt) != 2) DECLINE();
+  long n = dim(wt, 0), k = dim(wt, 1);
+  if (n <= 0 || k <= 0 || n * k != count || (count + 31) / 32 != nw) DECLINE();
+  l->rows = (int)n;
+  l->k = (int)k;
+  l->input = node_input(node, 0);
+  TfLiteTensor *in = tensor_at(ctx, l->input);
+  if (!in || in->type != kTfLiteFloat32 || rank(in) < 1 || dim(in, rank(in) - 1) != k) DECLINE();
+  if (fp->keep_num_dims && rank(in) != 2) DECLINE();
+  int bias = node_input(node, 2);
+  if (bias >= 0) {
+    TfLiteTensor *bt = tensor_at(ctx, bias);
+    if (!is_const(bt, kTfLiteFloat32) || numel(bt) != n) DECLINE();
+    l->bias = bt->data.f;
+  }
+  o = tensor_at(ctx, node_output(node));
+  if (!o || o->type != kTfLiteFloat32) DECLINE();
+  l->anchor = index;
+  l->weights = t;
+  add_node(l, index);
+  l->output = match_tail(ctx, g, l, node_output(node));
+  return 1;
+}
+
+static int popcount_table_ok(const float *table) {
+  for (int i = 0; i < 65536; ++i)
+    if (table[i] != (float)__builtin_popcount((unsigned)i)) return 0;
+  return 1;
+}
+
+/* The xor-popcount design starting at BITWISE_XOR node `xor_index`. */
+static int match_xor(TfLiteContext *ctx, const graph_index *g, int xor_index, TfLiteNode *x,
+                     kbnn_layer *l) {
+  memset(l, 0, sizeof *l);
+  l->design = DESIGN_XOR;
+  l->zero = l->table = l->weights = -1;
+  if (x->inputs->size != 2 || x->outputs->size != 1) DECLINE();
+  int ia = node_input(x, 0), ib = node_input(x, 1);
+  TfLiteTensor *a = tensor_at(ctx, ia), *b = tensor_at(ctx, ib);
+  if (!a || !b) DECLINE();
+  TfLiteTensor *words = is_const(b, kTfLiteInt32) ? b : a;
+  TfLiteTensor *signs = words == b ? a : b;
+  if (!is_const(words, kTfLiteInt32) || rank(words) != 2) DECLINE();
+  long n = dim(words, 0), w = dim(words, 1);
+  if (n <= 0 || w <= 0 || 32 * w >= MAX_POPCOUNT_BITS) DECLINE();
+  if (signs->type != kTfLiteInt32 || signs->allocation_type == kTfLiteMmapRo ||
+      rank(signs) != 3 || dim(signs, 1) != 1 || dim(signs, 2) != w)
+    DECLINE();
+  l->input = words == b ? ia : ib;
+  l->packed = words->data.i32;
+  l->packed_words = (int)(n * w);
+  l->rows = (int)n;
+  l->in_words32 = (int)w;
+  l->k = (int)(32 * w);
+  add_node(l, xor_index);
+  l->anchor = xor_index;
+
+  int t = node_output(x), index;
+  TfLiteNode *node;
+  TfLiteTensor *o = tensor_at(ctx, t);
+  if (!o || o->type != kTfLiteInt32 || rank(o) != 3 || dim(o, 1) != n || dim(o, 2) != w) DECLINE();
+  if ((index = sole_consumer(ctx, g, t, kTfLiteBuiltinBitcast, &node)) < 0) DECLINE();
+  t = node_output(node);
+  o = tensor_at(ctx, t);
+  if (!o || o->type != kTfLiteUInt16 || rank(o) != 4 || dim(o, 1) != n || dim(o, 2) != w ||
+      dim(o, 3) != 2)
+    DECLINE();
+  add_node(l, index);
+  if ((index = sole_consumer(ctx, g, t, kTfLiteBuiltinCast, &node)) < 0) DECLINE();
+  t = node_output(node);
+  o = tensor_at(ctx, t);
+  if (!o || o->type != kTfLiteInt32 || rank(o) != 4) DECLINE();
+  add_node(l, index);
+  if ((index = sole_consumer(ctx, g, t, kTfLiteBuiltinReshape, &node)) < 0) DECLINE();
+  if (node_input(node, 0) != t) DECLINE();
+  t = node_output(node);
+  o = tensor_at(ctx, t);
+  if (!o || o->type != kTfLiteInt32 || rank(o) != 3 || dim(o, 1) != n || dim(o, 2) != 2 * w)
+    DECLINE();
+  add_node(l, index);
+  if ((index = sole_consumer(ctx, g, t, kTfLiteBuiltinGather, &node)) < 0) DECLINE();
+  if (node->inputs->size != 2 || node_input(node, 1) != t || !node->builtin_data) DECLINE();
+  TfLiteGatherParams *gp = (TfLiteGatherParams *)node->builtin_data;
+  if (gp->axis != 0 || gp->batch_dims != 0) DECLINE();
+  TfLiteTensor *table = tensor_at(ctx, node_input(node, 0));
+  if (!is_const(table, kTfLiteFloat32) || numel(table) != 65536 || rank(table) != 1 ||
+      !popcount_table_ok(table->data.f))
+    DECLINE();
+  t = node_output(node);
+  add_node(l, index);
+  if ((index = sole_consumer(ctx, g, t, kTfLiteBuiltinSum, &node)) < 0) DECLINE();
+  if (node->inputs->size != 2 || node_input(node, 0) != t || !node->builtin_data) DECLINE();
+  if (((TfLiteReducerParams *)node->builtin_data)->keep_dims) DECLINE();
+  TfLiteTensor *axis = tensor_at(ctx, node_input(node, 1));
+  if (!is_const(axis, kTfLiteInt32) || numel(axis) != 1) DECLINE();
+  if (axis->data.i32[0] != 2 && axis->data.i32[0] != -1) DECLINE();
+  t = node_output(node);
+  o = tensor_at(ctx, t);
+  if (!o || o->type != kTfLiteFloat32 || rank(o) != 2 || dim(o, 1) != n) DECLINE();
+  add_node(l, index);
+  /* MUL(count, c) */
+  if ((index = sole_consumer(ctx, g, t, kTfLiteBuiltinMul, &node)) < 0) DECLINE();
+  if (node->inputs->size != 2 || !node->builtin_data ||
+      ((TfLiteMulParams *)node->builtin_data)->activation != kTfLiteActNone)
+    DECLINE();
+  int other = node_input(node, 0) == t ? node_input(node, 1) : node_input(node, 0);
+  TfLiteTensor *c = tensor_at(ctx, other);
+  if (other == t || !is_const(c, kTfLiteFloat32) || numel(c) != 1) DECLINE();
+  l->c_mul = c->data.f[0];
+  t = node_output(node);
+  add_node(l, index);
+  /* SUB(k, .) */
+  if ((index = sole_consumer(ctx, g, t, kTfLiteBuiltinSub, &node)) < 0) DECLINE();
+  if (node->inputs->size != 2 || node_input(node, 1) != t || !node->builtin_data ||
+      ((TfLiteSubParams *)node->builtin_data)->activation != kTfLiteActNone)
+    DECLINE();
+  c = tensor_at(ctx, node_input(node, 0));
+  if (!is_const(c, kTfLiteFloat32) || numel(c) != 1) DECLINE();
+  l->c_sub = c->data.f[0];
+  o = tensor_at(ctx, node_output(node));
+  if (!o || o->type != kTfLiteFloat32) DECLINE();
+  add_node(l, index);
+  l->output = match_tail(ctx, g, l, node_output(node));
+  return 1;
+}
+
+/* ---- weights ---------------------------------------------------------------------------- */
+
+static size_t row_words(long bits) {
+  size_t words = (size_t)((bits + 63) / 64);
+  return (words + KBNN_ROW_WORDS - 1) / KBNN_ROW_WORDS * KBNN_ROW_WORDS;
+}
+
+static void *aligned_zeroed(size_t bytes) {
+  void *p = NULL;
+  if (bytes == 0) bytes = 64;
+  bytes = (bytes + 63) / 64 * 64;
+  if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+  memset(p, 0, bytes);
+  return p;
+}
+
+/* Copies the file's bits into rows padded to KBNN_ROW_WORDS words. */
+static int build_weights(kbnn_layer *l) {
+  l->words = row_words(l->k);
+  l->w = (uint64_t *)aligned_zeroed((size_t)l->rows * l->words * sizeof(uint64_t));
+  l->ones = (int32_t *)calloc((size_t)l->rows, sizeof(int32_t));
+  if (!l->w || !l->ones) return 0;
+  const uint8_t *src = (const uint8_t *)l->packed;
+  size_t src_bytes = (size_t)l->packed_words * 4;
+  for (int j = 0; j < l->rows; ++j) {
+    uint64_t *row = l->w + (size_t)j * l->words;
+    if (l->design == DESIGN_XOR) {
+      memcpy(row, src + (size_t)j * l->in_words32 * 4, (size_t)l->in_words32 * 4);
+    } else {
+      size_t first = (size_t)j * (size_t)l->k;
+      for (int i = 0; i < l->k; ++i) {
+        size_t bit = first + (size_t)i;
+        if ((bit >> 3) >= src_bytes) return 0; /* cannot happen after matching; never read past */
+        if ((src[bit >> 3] >> (bit & 7)) & 1) row[i >> 6] |= 1ULL << (i & 63);
+      }
+    }
+    int32_t ones = 0;
+    for (size_t i = 0; i < l->words; ++i) ones += __builtin_popcountll(row[i]);
+    l->ones[j] = ones;
+  }
+  return 1;
+}
+
+static void free_layer(kbnn_layer *l) {
+  free(l->w);
+  free(l->ones);
+  l->w = NULL;
+  l->ones = NULL;
+}
+
+/* ---- the delegate kernel ------------------------------------------------------------------ */
+
+/* One layer as a partition holds it: its unpacking chain, its computation, or both (the
+ * runtime's partitioner may put a layer's chain, which needs no run-time input, into an
+ * earlier partition than its computation). */
+typedef struct {
+  kbnn_layer layer;
+  int has_chain, has_compute;
+} kbnn_part;
+
+typedef struct {
+  kbnn_state *state;
+  kbnn_part *parts;
+  int n_parts;
+  int failed;
+  /* scratch for one input row */
+  uint64_t *xbits;
+  float *xpad;
+  size_t max_words;
+} kbnn_partition;
+
+typedef struct {
+  const kbnn_kernels *k;
+  const kbnn_layer *l;
+  const uint64_t *xbits;
+  const float *xpad;
+  int binary; /* input row is +-1 */
+  double sum_x;
+  float *out;
+} row_job;
+
+static inline float apply_tail(const kbnn_layer *l, int j, float y) {
+  for (int t = 0; t < l->n_tail; ++t) {
+    float c = l->tail[t].values[l->tail[t].count == 1 ? 0 : j];
+    y = l->tail[t].op == TAIL_MUL ? y * c : y + c;
+  }
+  return y;
+}
+
+#define CHUNK 64
+static void run_rows(void *arg, int begin, int end) {
+  const row_job *job = (const row_job *)arg;
+  const kbnn_layer *l = job->l;
+  int32_t counts[CHUNK];
+  float sums[CHUNK];
+  for (int j0 = begin; j0 < end; j0 += CHUNK) {
+    int n = end - j0 < CHUNK ? end - j0 : CHUNK;
+    const uint64_t *w = l->w + (size_t)j0 * l->words;
+    if (l->design == DESIGN_XOR) {
+      job->k->xor_popcount(job->xbits, w, l->words, (size_t)n, counts);
+      for (int j = 0; j < n; ++j) {
+        float y = l->c_sub - (float)counts[j] * l->c_mul;
+        job->out[j0 + j] = apply_tail(l, j0 + j, y);
+      }
+      continue;
+    }
+    if (job->binary && !l->zero_low)
+      job->k->xor_popcount(job->xbits, w, l->words, (size_t)n, counts);
+    else if (job->binary)
+      job->k->and_popcount(job->xbits, w, l->words, (size_t)n, counts);
+    else
+      job->k->masked_sum(job->xpad, w, l->words, (size_t)n, sums);
+    for (int j = 0; j < n; ++j) {
+      int r = j0 + j;
+      float y;
+      if (job->binary && !l->zero_low)
+        y = (float)(l->k - 2 * counts[j]); /* agreements - disagreements */
+      else if (job->binary)
+        y = (float)(2 * counts[j] - l->ones[r]); /* sum of x over weights 1 */
+      else if (!l->zero_low)
+        y = (float)(2.0 * (double)sums[j] - job->sum_x);
+      else
+        y = sums[j];
+      if (l->bias) y = y + l->bias[r];
+      job->out[r] = apply_tail(l, r, y);
+    }
+  }
+}
+
+static int contains(const TfLiteIntArray *a, int v) {
+  for (int i = 0; i < a->size; ++i)
+    if (a->data[i] == v) return 1;
+  return 0;
+}
+
+/* 1 if all of nodes are in `set`, 0 if none is, -1 if some are. */
+static int all_or_none(const TfLiteIntArray *set, const int *nodes, int n) {
+  int inside = 0;
+  for (int i = 0; i < n; ++i) inside += contains(set, nodes[i]);
+  return inside == n ? (n > 0) : inside == 0 ? 0 : -1;
+}
+
+static void *kernel_init(TfLiteContext *ctx, const char *buffer, size_t length) {
+  (void)length;
+  const TfLiteDelegateParams *params = (const TfLiteDelegateParams *)buffer;
+  kbnn_partition *p = (kbnn_partition *)calloc(1, sizeof(kbnn_partition));
+  if (!p) return NULL;
+  kbnn_state *s = (kbnn_state *)params->delegate->data_;
+  p->state = s;
+  p->parts = (kbnn_part *)calloc((size_t)s->n_pending + 1, sizeof(kbnn_part));
+  if (!p->parts) {
+    p->failed = 1;
+    return p;
+  }
+  const TfLiteIntArray *nodes = params->nodes_to_replace;
+  int covered = 0;
+  for (int i = 0; i < s->n_pending; ++i) {
+    const kbnn_layer *l = &s->pending[i];
+    int chain = all_or_none(nodes, l->chain, l->n_chain);
+    int compute = all_or_none(nodes, l->nodes, l->n_nodes);
+    if (chain < 0 || compute < 0) {
+      report(ctx, "a partition splits the layer at node %d", l->anchor);
+      p->failed = 1;
+      return p;
+    }
+    if (!chain && !compute) continue;
+    kbnn_part *part = &p->parts[p->n_parts++];
+    part->layer = *l;
+    part->has_chain = chain;
+    part->has_compute = compute;
+    covered += (chain ? l->n_chain : 0) + (compute ? l->n_nodes : 0);
+    if (!compute) continue;
+    if (!build_weights(&part->layer)) {
+      report(ctx, "out of memory unpacking the weights of %d x %d", l->rows, l->k);
+      p->failed = 1;
+      return p;
+    }
+    if (part->layer.words > p->max_words) p->max_words = part->layer.words;
+    s->claimed++;
+  }
+  if (covered != nodes->size) {
+    report(ctx, "a partition of %d nodes holds %d nodes of recognised layers", nodes->size,
+           covered);
+    p->failed = 1;
+    return p;
+  }
+  p->xbits = (uint64_t *)aligned_zeroed(p->max_words * sizeof(uint64_t));
+  p->xpad = (float *)aligned_zeroed(p->max_words * 64 * sizeof(float));
+  if (!p->xbits || !p->xpad) p->failed = 1;
+  return p;
+}
+
+static void kernel_free(TfLiteContext *ctx, void *buffer) {
+  (void)ctx;
+  kbnn_partition *p = (kbnn_partition *)buffer;
+  if (!p) return;
+  for (int i = 0; i < p->n_parts; ++i) free_layer(&p->parts[i].layer);
+  free(p->parts);
+  free(p->xbits);
+  free(p->xpad);
+  free(p);
+}
+
+static long layer_batch(TfLiteContext *ctx, const kbnn_layer *l) {
+  TfLiteTensor *in = tensor_at(ctx, l->input);
+  long n = numel(in);
+  long per_row = l->design == DESIGN_XOR ? l->in_words32 : l->k;
+  if (n < 0 || per_row <= 0 || n % per_row) return -1;
+  return n / per_row;
+}
+
+static TfLiteStatus resize(TfLiteContext *ctx, TfLiteTensor *t, int rank_, const int *shape) {
+  if (ctx->ResizeTensorExplicit) return ctx->ResizeTensorExplicit(ctx, t, rank_, shape);
+  TfLiteIntArray *a = (TfLiteIntArray *)malloc(sizeof(TfLiteIntArray) + sizeof(int) * rank_);
+  if (!a) return kTfLiteError;
+  a->size = rank_;
+  for (int i = 0; i < rank_; ++i) a->data[i] = shape[i];
+  return ctx->ResizeTensor(ctx, t, a); /* takes ownership */
+}
+
+static TfLiteStatus kernel_prepare(TfLiteContext *ctx, TfLiteNode *node) {
+  kbnn_partition *p = (kbnn_partition *)node->user_data;
+  if (!p || p->failed) {
+    report(ctx, "the delegate kernel could not be initialised (see the messages above)");
+    return kTfLiteError;
+  }
+  for (int i = 0; i < p->n_parts; ++i) {
+    const kbnn_layer *l = &p->parts[i].layer;
+    if (p->parts[i].has_chain && !p->parts[i].has_compute) {
+      /* The unpacked weights only order this partition before the layer's computation,
+       * which reads the packed words: they need no memory. */
+      int empty[1] = {0};
+      TfLiteTensor *w = tensor_at(ctx, l->weights);
+      if (!w || (numel(w) != 0 && resize(ctx, w, 1, empty) != kTfLiteOk)) return kTfLiteError;
+    }
+    if (!p->parts[i].has_compute) continue;
+    long batch = layer_batch(ctx, l);
+    TfLiteTensor *in = tensor_at(ctx, l->input), *out = tensor_at(ctx, l->output);
+    if (batch < 0 || !in || !out) {
+      report(ctx, "input tensor %d holds %ld values, not a multiple of %d", l->input,
+             numel(in), l->design == DESIGN_XOR ? l->in_words32 : l->k);
+      return kTfLiteError;
+    }
+    int shape[2] = {(int)batch, l->rows};
+    if (rank(out) == 2 && dim(out, 0) == shape[0] && dim(out, 1) == shape[1]) continue;
+    if (resize(ctx, out, 2, shape) != kTfLiteOk) return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
+
+/* The zero and byte table the file computes at run time must be what layout 1 says. */
+static TfLiteStatus check_unpack_inputs(TfLiteContext *ctx, const kbnn_state *s,
+                                        const kbnn_layer *l) {
+  TfLiteTensor *zero = tensor_at(ctx, l->zero), *table = tensor_at(ctx, l->table);
+  if (!zero || zero->type != kTfLiteInt32 || numel(zero) != 1 || !zero->data.raw ||
+      zero->data.i32[0] != 0) {
+    report(ctx, "the zero that unpacks tensor %d's words is not 0; this is not a kbnn "
+           "layout-%d file", l->zero, KBNN_LAYOUT_VERSION);
+    return kTfLiteError;
+  }
+  const float *expected = l->zero_low ? s->table_01 : s->table_pm1;
+  if (!table || table->type != kTfLiteFloat32 || numel(table) != 2048 || !table->data.raw ||
+      table->bytes < sizeof s->table_01 ||
+      memcmp(table->data.f, expected, sizeof s->table_01) != 0) {
+    report(ctx, "byte table tensor %d does not hold the %s levels of kbnn layout %d", l->table,
+           l->zero_low ? "0/1" : "-1/+1", KBNN_LAYOUT_VERSION);
+    return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
+
+static TfLiteStatus run_layer(TfLiteContext *ctx, kbnn_partition *p, const kbnn_layer *l) {
+  kbnn_state *s = p->state;
+  long batch = layer_batch(ctx, l);
+  TfLiteTensor *in = tensor_at(ctx, l->input), *out = tensor_at(ctx, l->output);
+  if (batch < 0 || !in || !out || (batch > 0 && (!in->data.raw || !out->data.raw)) ||
+      out->type != kTfLiteFloat32 || numel(out) != batch * l->rows ||
+      in->bytes < (size_t)numel(in) * 4 || out->bytes < (size_t)numel(out) * 4) {
+    report(ctx, "tensors %d -> %d of a %d x %d layer changed shape since prepare", l->input,
+           l->output, l->rows, l->k);
+    return kTfLiteError;
+  }
+  row_job job;
+  memset(&job, 0, sizeof job);
+  job.k = &s->kernels;
+  job.l = l;
+  job.xbits = p->xbits;
+  job.xpad = p->xpad;
+  memset(p->xbits, 0, l->words * sizeof(uint64_t));
+  for (long b = 0; b < batch; ++b) {
+    job.out = out->data.f + b * l->rows;
+    if (l->design == DESIGN_XOR) {
+      memcpy(p->xbits, in->data.i32 + b * l->in_words32, (size_t)l->in_words32 * 4);
+    } else {
+      const float *x = in->data.f + b * l->k;
+      const uint32_t *xb = (const uint32_t *)x;
+      int binary = 1;
+      for (int k = 0; k < l->k; ++k)
+        if ((xb[k] & 0x7fffffffu) != 0x3f800000u) { /* not +1 or -1 */
+          binary = 0;
+          break;
+        }
+      job.binary = binary;
+      if (binary) {
+        memset(p->xbits, 0, l->words * sizeof(uint64_t));
+        for (int k = 0; k < l->k; ++k)
+          p->xbits[k >> 6] |= (uint64_t)((xb[k] >> 31) ^ 1u) << (k & 63);
+      } else {
+        double sum = 0.0;
+        for (int k = 0; k < l->k; ++k) sum += x[k];
+        job.sum_x = sum;
+        memcpy(p->xpad, x, (size_t)l->k * sizeof(float));
+        memset(p->xpad + l->k, 0, (l->words * 64 - (size_t)l->k) * sizeof(float));
+      }
+    }
+    kbnn_pool_run(s->pool, run_rows, &job, l->rows, CHUNK);
+  }
+  return kTfLiteOk;
+}
+
+static TfLiteStatus kernel_invoke(TfLiteContext *ctx, TfLiteNode *node) {
+  kbnn_partition *p = (kbnn_partition *)node->user_data;
+  if (!p || p->failed) return kTfLiteError;
+  for (int i = 0; i < p->n_parts; ++i) {
+    const kbnn_layer *l = &p->parts[i].layer;
+    if (p->parts[i].has_chain && check_unpack_inputs(ctx, p->state, l) != kTfLiteOk)
+      return kTfLiteError;
+    if (p->parts[i].has_compute && run_layer(ctx, p, l) != kTfLiteOk) return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
+
+/* ---- the delegate ------------------------------------------------------------------------- */
+
+static int build_index(TfLiteContext *ctx, const TfLiteIntArray *plan, graph_index *g) {
+  g->n = ctx->tensors_size;
+  g->count = (int *)calloc(g->n + 1, sizeof(int));
+  g->consumer = (int *)calloc(g->n + 1, sizeof(int));
+  g->producer = (int *)malloc((g->n + 1) * sizeof(int));
+  if (!g->count || !g->consumer || !g->producer) return 0;
+  for (size_t t = 0; t <= g->n; ++t) g->producer[t] = -1;
+  for (int i = 0; i < plan->size; ++i) {
+    TfLiteNode *node;
+    if (node_op(ctx, plan->data[i], &node) < 0) continue;
+    for (int k = 0; k < node->inputs->size; ++k) {
+      int t = node->inputs->data[k];
+      if (t < 0 || (size_t)t >= g->n) continue;
+      g->count[t]++;
+      g->consumer[t] = plan->data[i];
+    }
+    for (int k = 0; k < node->outputs->size; ++k) {
+      int t = node->outputs->data[k];
+      if (t >= 0 && (size_t)t < g->n) g->producer[t] = plan->data[i];
+    }
+  }
+  return 1;
+}
+
+/* Whether a previewed partition holds whole chains and whole computations of layers, whose
+ * inputs come from outside it and whose outputs are all its outputs. */
+static int partition_ok(const TfLiteDelegateParams *part, const kbnn_layer *layers, int n) {
+  int covered = 0;
+  const TfLiteIntArray *nodes = part->nodes_to_replace;
+  for (int i = 0; i < n; ++i) {
+    const kbnn_layer *l = &layers[i];
+    int chain = all_or_none(nodes, l->chain, l->n_chain);
+    int compute = all_or_none(nodes, l->nodes, l->n_nodes);
+    if (chain < 0 || compute < 0) return 0;
+    covered += (chain ? l->n_chain : 0) + (compute ? l->n_nodes : 0);
+    if (chain) {
+      if (!contains(part->input_tensors, l->zero) || !contains(part->input_tensors, l->table))
+        return 0;
+      if (!compute && !contains(part->output_tensors, l->weights)) return 0;
+    }
+    if (compute) {
+      if (!contains(part->input_tensors, l->input) || !contains(part->output_tensors, l->output))
+        return 0;
+      if (l->n_chain && !chain && !contains(part->input_tensors, l->weights)) return 0;
+    }
+  }
+  if (covered != nodes->size) return 0;
+  for (int o = 0; o < part->output_tensors->size; ++o) {
+    int t = part->output_tensors->data[o], expected = 0;
+    for (int i = 0; i < n; ++i) {
+      if (layers[i].output == t && all_or_none(nodes, layers[i].nodes, layers[i].n_nodes) == 1)
+        expected = 1;
+      if (layers[i].weights == t && all_or_none(nodes, layers[i].chain, layers[i].n_chain) == 1)
+        expected = 1;
+    }
+    if (!expected) return 0;
+  }
+  return 1;
+}
+
+static TfLiteIntArray *node_list(const kbnn_layer *layers, int n) {
+  int total = 0;
+  for (int i = 0; i < n; ++i) total += layers[i].n_chain + layers[i].n_nodes;
+  TfLiteIntArray *a = (TfLiteIntArray *)malloc(sizeof(TfLiteIntArray) + sizeof(int) * (total + 1));
+  if (!a) return NULL;
+  a->size = 0;
+  for (int i = 0; i < n; ++i) {
+    for (int k = 0; k < layers[i].n_chain; ++k) a->data[a->size++] = layers[i].chain[k];
+    for (int k = 0; k < layers[i].n_nodes; ++k) a->data[a->size++] = layers[i].nodes[k];
+  }
+  return a;
+}
+
+static int shares_nodes(const kbnn_layer *a, const kbnn_layer *b) {
+  TfLiteIntArray *la = node_list(a, 1), *lb = node_list(b, 1);
+  int shared = !la || !lb;
+  for (int i = 0; !shared && i < la->size; ++i) shared = contains(lb, la->data[i]);
+  free(la);
+  free(lb);
+  return shared;
+}
+
+static TfLiteStatus delegate_prepare(TfLiteContext *ctx, TfLiteDelegate *delegate) {
+  kbnn_state *s = (kbnn_state *)delegate->data_;
+  int threads = s->options.num_threads > 0 ? s->options.num_threads
+                : ctx->recommended_num_threads > 0 ? ctx->recommended_num_threads : 1;
+  if (threads != s->pool_threads) { /* follow the interpreter's thread count */
+    kbnn_pool_destroy(s->pool);
+    s->pool = kbnn_pool_create(threads);
+    s->pool_threads = kbnn_pool_threads(s->pool);
+  }
+  TfLiteIntArray *plan_view = NULL;
+  if (ctx->GetExecutionPlan(ctx, &plan_view) != kTfLiteOk || !plan_view) return kTfLiteError;
+  if (!ctx->PreviewDelegatePartitioning) return kTfLiteOk; /* cannot check partitions: claim none */
+  TfLiteIntArray *plan =
+      (TfLiteIntArray *)malloc(sizeof(TfLiteIntArray) + sizeof(int) * (plan_view->size + 1));
+  if (!plan) return kTfLiteError;
+  plan->size = plan_view->size;
+  memcpy(plan->data, plan_view->data, sizeof(int) * (size_t)plan_view->size);
+
+  graph_index g = {0};
+  kbnn_layer *layers = (kbnn_layer *)calloc((size_t)plan->size + 1, sizeof(kbnn_layer));
+  int n = 0;
+  TfLiteStatus status = kTfLiteOk;
+  if (!layers || !build_index(ctx, plan, &g)) {
+    status = kTfLiteError;
+    goto done;
+  }
+  for (int i = 0; i < plan->size; ++i) {
+    TfLiteNode *node;
+    if (node_op(ctx, plan->data[i], &node) != kTfLiteBuiltinBitwiseXor) continue;
+    kbnn_layer *l = &layers[n];
+    int ok = match_unpack(ctx, &g, plan->data[i], node, l), unpack_line = l->declined_at;
+    if (!ok) ok = match_xor(ctx, &g, plan->data[i], node, l);
+    if (ok && (l->n_nodes > (int)(sizeof l->nodes / sizeof l->nodes[0]) || l->n_chain > MAX_CHAIN))
+      ok = 0;
+    for (int j = 0; ok && j < n; ++j) ok = !shares_nodes(&layers[j], l);
+    if (s->options.verbose)
+      fprintf(stderr, "kbnn delegate: node %d (BITWISE_XOR): %s (delegate.c lines %d, %d)\n",
+              plan->data[i],
+              ok ? (l->design == DESIGN_XOR ? "xor-popcount dense layer" : "packed dense layer")
+                 : "not a layer this build runs, left to the runtime",
+              unpack_line, l->declined_at);
+    if (ok) n++;
+  }
+  /* Drop layers whose partition would not be whole chains and computations, until the
+   * partitioning is stable. */
+  for (int round = 0; n > 0 && round < 64; ++round) {
+    TfLiteIntArray *nodes = node_list(layers, n);
+    TfLiteDelegateParams *parts = NULL;
+    int n_parts = 0;
+    if (!nodes) {
+      status = kTfLiteError;
+      goto done;
+    }
+    if (ctx->PreviewDelegatePartitioning(ctx, nodes, &parts, &n_parts) != kTfLiteOk) {
+      free(nodes);
+      n = 0;
+      break;
+    }
+    free(nodes);
+    int dropped = 0;
+    for (int p = 0; p < n_parts; ++p) {
+      if (s->options.verbose > 1) {
+        const TfLiteDelegateParams *q = &parts[p];
+        fprintf(stderr, "kbnn delegate: partition %d: %d nodes, inputs", p,
+                q->nodes_to_replace->size);
+        for (int k = 0; k < q->input_tensors->size; ++k)
+          fprintf(stderr, " %d", q->input_tensors->data[k]);
+        fprintf(stderr, ", outputs");
+        for (int k = 0; k < q->output_tensors->size; ++k)
+          fprintf(stderr, " %d", q->output_tensors->data[k]);
+        fprintf(stderr, "\n");
+      }
+      if (partition_ok(&parts[p], layers, n)) continue;
+      for (int i = 0; i < n; ++i) {
+        TfLiteIntArray *mine = node_list(&layers[i], 1);
+        int touches = 0;
+        for (int k = 0; mine && k < mine->size; ++k)
+          touches |= contains(parts[p].nodes_to_replace, mine->data[k]);
+        free(mine);
+        if (touches) {
+          layers[i].anchor = -2; /* dropped */
+          dropped = 1;
+        }
+      }
+    }
+    if (!dropped) break;
+    int kept = 0;
+    for (int i = 0; i < n; ++i)
+      if (layers[i].anchor != -2) layers[kept++] = layers[i];
+    n = kept;
+  }
+  if (n > 0) {
+    TfLiteIntArray *nodes = node_list(layers, n);
+    if (!nodes) {
+      status = kTfLiteError;
+      goto done;
+    }
+    TfLiteRegistration reg;
+    memset(&reg, 0, sizeof reg);
+    reg.init = kernel_init;
+    reg.free = kernel_free;
+    reg.prepare = kernel_prepare;
+    reg.invoke = kernel_invoke;
+    reg.custom_name = "KbnnBinaryLayers";
+    reg.version = 1;
+    s->pending = layers;
+    s->n_pending = n;
+    status = ctx->ReplaceNodeSubsetsWithDelegateKernels(ctx, reg, nodes, delegate);
+    s->pending = NULL;
+    s->n_pending = 0;
+    free(nodes);
+  }
+done:
+  free(plan);
+  free(g.count);
+  free(g.consumer);
+  free(g.producer);
+  free(layers);
+  return status;
+}
+
+kbnn_delegate_options kbnn_delegate_options_default(void) {
+  kbnn_delegate_options o;
+  o.num_threads = 0;
+  o.max_kernel_level = KBNN_LEVEL_BEST;
+  o.verbose = 0;
+  return o;
+}
+
+TfLiteDelegate *kbnn_delegate_create(const kbnn_delegate_options *options) {
+  TfLiteDelegate *d = (TfLiteDelegate *)calloc(1, sizeof(TfLiteDelegate));
+  kbnn_state *s = (kbnn_state *)calloc(1, sizeof(kbnn_state));
+  if (!d || !s) {
+    free(d);
+    free(s);
+    return NULL;
+  }
+  s->options = options ? *options : kbnn_delegate_options_default();
+  s->kernels = kbnn_select_kernels(s->options.max_kernel_level);
+  int threads = s->options.num_threads > 0 ? s->options.num_threads : 1;
+  s->pool = kbnn_pool_create(threads);
+  s->pool_threads = kbnn_pool_threads(s->pool);
+  for (int b = 0; b < 256; ++b)
+    for (int k = 0; k < 8; ++k) {
+      s->table_01[b * 8 + k] = (float)((b >> k) & 1);
+      s->table_pm1[b * 8 + k] = 2.0f * (float)((b >> k) & 1) - 1.0f;
+    }
+  d->data_ = s;
+  d->Prepare = delegate_prepare;
+  d->flags = kTfLiteDelegateFlagsAllowDynamicTensors;
+  return d;
+}
+
+void kbnn_delegate_delete(TfLiteDelegate *delegate) {
+  if (!delegate) return;
+  kbnn_state *s = (kbnn_state *)delegate->data_;
+  if (s) kbnn_pool_destroy(s->pool);
+  free(s);
+  free(delegate);
+}
+
+int kbnn_delegate_claimed_layers(const TfLiteDelegate *delegate) {
+  return delegate && delegate->data_ ? ((const kbnn_state *)delegate->data_)->claimed : -1;
+}
+
+const char *kbnn_delegate_kernels_name(const TfLiteDelegate *delegate) {
+  return delegate && delegate->data_ ? ((const kbnn_state *)delegate->data_)->kernels.name : "";
+}
+
+int kbnn_delegate_threads(const TfLiteDelegate *delegate) {
+  return delegate && delegate->data_ ? ((const kbnn_state *)delegate->data_)->pool_threads : 0;
+}
+
+int kbnn_layout_version(void) { return KBNN_LAYOUT_VERSION; }
+
+TfLiteDelegate *tflite_plugin_create_delegate(char **keys, char **values, size_t count,
+                                              void (*report_error)(const char *)) {
+  kbnn_delegate_options o = kbnn_delegate_options_default();
+  for (size_t i = 0; i < count; ++i) {
+    char *end = NULL;
+    long v = strtol(values[i], &end, 10);
+    int valid = end && end != values[i] && *end == '\0';
+    if (valid && strcmp(keys[i], "num_threads") == 0 && v >= 0 && v <= 256) {
+      o.num_threads = (int)v;
+    } else if (valid && strcmp(keys[i], "max_kernel_level") == 0 && v >= 0) {
+      o.max_kernel_level = (int)v;
+    } else if (valid && strcmp(keys[i], "verbose") == 0) {
+      o.verbose = (int)v;
+    } else {
+      if (report_error)
+        report_error("kbnn delegate: unknown option or bad value; options are num_threads, "
+                     "max_kernel_level, verbose (integers)");
+      return NULL;
+    }
+  }
+  return kbnn_delegate_create(&o);
+}
+
+void tflite_plugin_destroy_delegate(TfLiteDelegate *delegate) { kbnn_delegate_delete(delegate); }
