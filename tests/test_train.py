@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -221,3 +225,131 @@ def test_ema_validates_and_keeps_the_averaged_weights(tmp_path, tiny_fashion_mni
                                 subset="validation", as_numpy=True)
     accuracy = np.mean(model.predict(xv, verbose=0).argmax(-1) == yv)
     assert abs(accuracy - averaged["best_val_accuracy"]) < 1e-6
+
+
+# --- refusing nonsense, failing clearly, never leaving a partial output (issue 21) ----------
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--lr", "nan"], "--lr nan: give a finite learning rate > 0"),
+    (["--lr", "-1"], "--lr -1.0: give a finite learning rate > 0"),
+    (["--lr", "inf"], "--lr inf: give a finite learning rate > 0"),
+    (["--epochs", "0"], "--epochs 0: train for at least 1 epoch"),
+    (["--batch-size", "0"], "--batch-size 0: give a batch size >= 1"),
+    (["--validation-size", "-5"], "--validation-size -5: give a number of held-out"),
+    (["--hidden", "16", "0"], "--hidden: hidden_units=(16, 0): give one or more positive layer widths"),
+    (["--alpha", "1.5"], "--alpha 1.5: the weight of the distillation term is in [0, 1]"),
+    (["--ema", "1"], "--ema 1.0: give a moving-average momentum in [0, 1)"),
+    (["--init", "missing.keras"], "--init missing.keras: no such file"),
+])
+def test_bad_options_exit_2_with_one_line_before_any_work(
+        options, message, tmp_path, tiny_fashion_mnist, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "train_and_save", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["bnn_mlp", *options, "--data-dir", str(tiny_fashion_mnist),
+                    "--out", str(tmp_path / "out" / "m")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unwritable_output_or_empty_test_split_exits_2_before_training(
+        tmp_path, tiny_fashion_mnist, monkeypatch, capsys):
+    from fakes import write_fashion_mnist
+
+    monkeypatch.setattr(cli, "train_and_save", lambda *a, **k: pytest.fail("trained"))
+    (tmp_path / "file").write_text("")
+    (tmp_path / "m.keras").write_text("read-only")
+    (tmp_path / "m.keras").chmod(0o444)
+    for out, message in ((tmp_path / "file" / "m", "file is a file, not a directory"),
+                         (tmp_path / "m", "m.keras: it is read-only")):
+        with pytest.raises(SystemExit) as exit_:
+            train.main(["bnn_mlp", "--data-dir", str(tiny_fashion_mnist), "--out", str(out)])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--out {out}: " in err and message in err and err.count("\n") == 1, err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_fashion_mnist(empty, n_test=0)
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["bnn_mlp", "--data-dir", str(empty), "--out", str(tmp_path / "e")])
+    assert exit_.value.code == 2
+    assert "the test split holds no images" in capsys.readouterr().err
+
+
+def test_kbnn_errors_are_one_line_and_verbose_adds_the_traceback(
+        tmp_path, tiny_fashion_mnist, monkeypatch, capsys):
+    def fail(*args, **kwargs):
+        raise train.TrainingError("the data went away; point --data-dir at a copy.")
+
+    monkeypatch.setattr(cli, "train_and_save", fail)
+    argv = ["bnn_mlp", "--data-dir", str(tiny_fashion_mnist), "--out", str(tmp_path / "m")]
+    assert train.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == ("error: the data went away; point --data-dir at a copy.\n"
+                   "nothing written.\n")
+    assert train.main([*argv, "--verbose"]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_a_nan_loss_stops_training_says_so_and_writes_nothing(
+        tmp_path, tiny_fashion_mnist, capsys):
+    assert train.main(["float_mlp", "--hidden", "8", "--lr", "1e30", "--epochs", "3",
+                       "--batch-size", "50", "--quiet", "--data-dir", str(tiny_fashion_mnist),
+                       "--validation-size", "50", "--out", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert "the training loss became nan at epoch 1" in err
+    assert "lower the learning rate (lr=1e+30)" in err
+    assert os.listdir(tmp_path) == ["fashion_mnist"]
+
+
+def test_the_record_is_strict_json():
+    from kbnn.train.record import dumps
+
+    text = dumps({"history": {"val_loss": [0.5, float("nan"), float("inf")]},
+                  "test_accuracy": np.float32(0.5)})
+    assert json.loads(text, parse_constant=pytest.fail) == {
+        "history": {"val_loss": [0.5, None, None]}, "test_accuracy": 0.5}
+
+
+def test_sigterm_while_saving_leaves_no_partial_file(tmp_path, tiny_fashion_mnist):
+    # The model file is half written when SIGTERM arrives: the run exits 143 and leaves
+    # nothing in the output directory, not even a hidden staging directory.
+    code = f"""
+        import os, signal, keras
+        from kbnn import train
+
+        def save(self, path, *args, **kwargs):
+            open(path, "wb").write(b"half a model")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        keras.Model.save = save
+        train.main(["float_mlp", "--hidden", "4", "--epochs", "1", "--quiet",
+                    "--data-dir", {str(tiny_fashion_mnist)!r}, "--validation-size", "50",
+                    "--out", {str(tmp_path / "out" / "m")!r}])
+        """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 143, result.stderr
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_the_command_line_hides_tensorflow_start_up_lines_unless_verbose(
+        tmp_path, tiny_fashion_mnist):
+    def run(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "kbnn.train", "float_mlp", "--hidden", "4", "--epochs", "1",
+             "--quiet", "--data-dir", str(tiny_fashion_mnist), "--validation-size", "50",
+             "--out", str(tmp_path / "m"), *extra],
+            capture_output=True, text=True, timeout=300,
+            env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+
+    quiet = run()
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.startswith("training float_mlp for 1 epochs")
+    noise = ("I0000", "W0000", "E0000", "oneDNN", "cuda", "absl::InitializeLog")
+    assert not [line for line in quiet.stderr.splitlines() if any(n in line for n in noise)]
+    verbose = run("--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "absl::InitializeLog" in verbose.stderr or "I0000" in verbose.stderr

@@ -98,8 +98,10 @@ def _checked(parser, args):
     """(model_args, settings, out) from the options, or exit 2 naming the bad one."""
     try:
         model_args = cli_model_args(args, args.model, zoo.BUILDERS)
-    except (TypeError, ValueError) as error:
-        parser.error(str(error))
+    except (TypeError, ValueError) as error:  # "name=value: ..." -> "--flag: name=value: ..."
+        flags = [a.flag for a in zoo.BUILDERS[args.model].spec.arguments.values()
+                 if str(error).startswith(f"{a.name}=")]
+        parser.error(": ".join([*flags, str(error)]))
     settings = {field.name: getattr(args, field.name)
                 for field in dataclasses.fields(Settings)}
     try:
