@@ -8,13 +8,13 @@ import pytest
 
 import kbnn
 from kbnn import constraints, distill, larq_config, layers, optimizers, quantizers, tables
-from kbnn.export import bits, graph, verify
+from kbnn.export import bits, graph, plan, verify
 
 
 @pytest.mark.parametrize("module", [
     kbnn, quantizers, constraints, layers, bits, kbnn.zoo, kbnn.zoo.fashion_mnist, kbnn.zoo.spec,
     kbnn.zoo.weights, distill, optimizers,
-    importlib.import_module("kbnn.summary"), kbnn.export, graph, verify, tables,
+    importlib.import_module("kbnn.summary"), kbnn.export, plan, graph, verify, tables,
     larq_config,
 ], ids=lambda m: m.__name__)
 def test_docstring_examples(module):

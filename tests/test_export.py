@@ -116,7 +116,7 @@ def test_random_models_export_run_on_builtins_and_agree(seed):
     assert check.top1_agreement == 1.0 and check.samples == 64
     binary_weights = sum(int(np.prod(l.kernel.shape)) for l in model.layers
                          if kbnn.quantizers.is_binary(getattr(l, "kernel_quantizer", None)))
-    assert sum(l.packed_bits for l in result.layouts) == binary_weights
+    assert sum(l.packed_bits for l in result.plans) == binary_weights
 
 
 def test_conv_and_depthwise_kernels_are_packed_in_the_file():
@@ -176,7 +176,7 @@ def test_float_layers_export_as_ordinary_tflite():
     model = kbnn.zoo.float_cnn(filters=(4, 8), dense_units=16)
     x = np.random.default_rng(3).random((20, 28, 28, 1)).astype("float32")
     result = export_tflite(model)
-    assert sum(l.packed_bits for l in result.layouts) == 0
+    assert sum(l.packed_bits for l in result.plans) == 0
     assert "BITWISE_XOR" not in verify.op_names(result.tflite)
     verify.compare(model, result.tflite, x)
 
@@ -192,7 +192,7 @@ def test_branching_model_exports_through_the_general_graph():
     model = keras.Model(inputs, outputs)
     randomize_batch_norms(model, np.random.default_rng(6))
     result = export_tflite(model)
-    assert sum(l.packed_bits for l in result.layouts) == 3 * 3 * 4 * 4 + 4 * 3
+    assert sum(l.packed_bits for l in result.plans) == 3 * 3 * 4 * 4 + 4 * 3
     verify.compare(model, result.tflite,
                    np.random.default_rng(7).normal(size=(32, 6, 6, 4)).astype("float32"))
 
@@ -205,7 +205,7 @@ def test_bi_real_shortcuts_export_packed_and_agree():
     assert ops <= EXPECTED_OPS | {"AVERAGE_POOL_2D"}
     assert {"AVERAGE_POOL_2D", "CONCATENATION"} <= ops  # the pooled, widened shortcuts
     kernels = sum(int(np.prod(l.kernel.shape)) for l in model.layers if hasattr(l, "kernel"))
-    assert sum(l.packed_bits for l in result.layouts) == kernels  # every kernel is binary
+    assert sum(l.packed_bits for l in result.plans) == kernels  # every kernel is binary
     check = verify.compare(model, result.tflite,
                            np.random.default_rng(9).random((64, 28, 28, 1)).astype("float32"))
     assert check.top1_agreement == 1.0
@@ -349,13 +349,10 @@ def test_cli_rejects_zero_samples(saved_bnn, capsys):
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_random_models_agree_with_xor_popcount_dense_layers(seed, monkeypatch):
-    from kbnn.export import graph
-
-    monkeypatch.setattr(graph, "XOR_POPCOUNT_MIN_WEIGHTS", 0)  # every eligible dense layer
+def test_random_models_agree_with_xor_popcount_dense_layers(seed):
     model, x = random_model(seed)
-    result = export_tflite(model)
-    designs = {l.name: l.design for l in result.layouts if l.design}
+    result = export_tflite(model, xor_popcount_min_weights=0)  # every eligible dense layer
+    designs = {l.name: l.design for l in result.plans if l.design}
     for layer in model.layers:
         if isinstance(layer, QuantDense):
             signs = type(layer.input_quantizer).__name__ != "SteHeaviside"
@@ -367,22 +364,20 @@ def test_random_models_agree_with_xor_popcount_dense_layers(seed, monkeypatch):
     assert check.top1_agreement == 1.0
 
 
-def test_large_binary_input_dense_layers_use_one_popcount_table(monkeypatch):
+def test_large_binary_input_dense_layers_use_one_popcount_table():
     from ai_edge_litert.interpreter import Interpreter
-    from kbnn.export import graph
 
-    monkeypatch.setattr(graph, "XOR_POPCOUNT_MIN_WEIGHTS", 70 * 40)
     keras.utils.set_random_seed(0)
     binary = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign")
     model = keras.Sequential([
         keras.Input((70,)), QuantDense(40, kernel_quantizer="ste_sign"),
         QuantDense(70, **binary), QuantDense(40, **binary), QuantDense(9, **binary)])
-    result = export_tflite(model)
-    assert [l.design for l in result.layouts] == [  # the table is listed where first used
+    result = export_tflite(model, xor_popcount_min_weights=70 * 40)
+    assert [l.design for l in result.plans] == [  # the table is listed where first used
         "unpack", "", "xor-popcount", "xor-popcount", "unpack"]
-    table, = [l for l in result.layouts if l.kind == "lookup table"]
+    table, = [l for l in result.plans if l.kind == "lookup table"]
     assert table.bytes == 4 * 65536 and table.bits == 0  # stored, but not in the floor
-    dense = {l.name: l for l in result.layouts}[model.layers[1].name]
+    dense = {l.name: l for l in result.plans}[model.layers[1].name]
     assert (dense.packed_bits, dense.packed_words) == (40 * 70, 70 * 2)  # rows padded to 64 bits
     tensors = Interpreter(model_content=result.tflite).get_tensor_details()
     shapes = [tuple(t["shape"]) for t in tensors]
@@ -426,3 +421,29 @@ def test_cli_batch_option_fixes_the_batch(saved_bnn, capsys):
     with pytest.raises(SystemExit):
         export_main(["--tflite", str(saved_bnn), "--batch", "0"])
     assert "give a number of inputs per batch >= 1" in capsys.readouterr().err
+
+
+def test_cli_verify_data_takes_any_idx_shape_or_a_npy_file(tmp_path, capsys):
+    from fakes import idx_bytes
+
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.Flatten(),
+                              kbnn.layers.QuantDense(2, kernel_quantizer="ste_sign")])
+    model.save(tmp_path / "small.keras")
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    (data / "README").write_text("not an IDX file")
+    (data / "labels-idx1-ubyte").write_bytes(idx_bytes(rng.integers(0, 9, 40)))
+    (data / "wrong-idx3-ubyte").write_bytes(idx_bytes(rng.integers(0, 255, (40, 3, 5))))
+    (data / "pixels-idx3-ubyte").write_bytes(idx_bytes(rng.integers(0, 255, (30, 5, 3))))
+    assert export_main(["--tflite", str(tmp_path / "small.keras"), "--verify-data",
+                        str(data)]) == 0
+    assert "verifying on 30 inputs from pixels-idx3-ubyte" in capsys.readouterr().out
+    np.save(tmp_path / "x.npy", rng.random((12, 5, 3)).astype("float32"))
+    assert export_main(["--tflite", str(tmp_path / "small.keras"), "--verify-data",
+                        str(tmp_path / "x.npy"), "--verify-samples", "10"]) == 0
+    assert "verifying on 10 inputs from x.npy" in capsys.readouterr().out
+    np.save(tmp_path / "bad.npy", np.zeros((4, 15), "float32"))
+    assert_fails(["--tflite", str(tmp_path / "small.keras"), "--verify-data",
+                  str(tmp_path / "bad.npy")], capsys, "give an array of shape (N, 5, 3)",
+                 tmp_path)

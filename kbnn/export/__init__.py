@@ -10,42 +10,59 @@
 
 or from the shell: `python -m kbnn.export --tflite MODEL.keras -o MODEL.tflite --report`.
 The file uses builtin TFLite ops only (no custom or Flex ops), so LiteRT as
-shipped on Android and iOS runs it. See `kbnn.export.graph` for how binary
-kernels are stored and `kbnn.export.bits` for the bit convention.
+shipped on Android and iOS runs it.
+
+The export runs in visible steps (`export_tflite`):
+
+1. **plan** (`kbnn.export.plan`): one frozen `LayerPlan` per layer, read from
+   the model's weights with no tracing: its design, stored kernel, folded
+   batch norm and per-channel scale and offset, and what it costs;
+2. **emit** (`kbnn.export.graph`): the TensorFlow ops of each plan, as a
+   `tf.function`;
+3. **fold** (the TFLite converter): constants are folded and the builtin
+   ops written into a flatbuffer; what the plans keep packed stays packed;
+4. **verify** (`kbnn.export.verify`, run by the CLI): LiteRT against Keras.
+
+`kbnn.export.bits` holds the bit convention.
 """
 
 import dataclasses
+import numbers
 import os
 
 import tensorflow as tf
 
-from kbnn.export import bits, graph, verify
-from kbnn.export.graph import WEIGHT_MODES, ExportError
+from kbnn.export import bits, graph, plan, verify
+from kbnn.export.plan import (WEIGHT_MODES, XOR_POPCOUNT_MIN_WEIGHTS, ExportError, LayerPlan,
+                              plan_model)
 
-__all__ = ["to_tflite", "export_tflite", "ExportResult", "ExportError", "WEIGHT_MODES",
-           "bits", "graph", "verify"]
+__all__ = ["to_tflite", "export_tflite", "ExportResult", "ExportError", "LayerPlan",
+           "plan_model", "WEIGHT_MODES", "XOR_POPCOUNT_MIN_WEIGHTS", "bits", "graph", "plan",
+           "verify"]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ExportResult:
-    """A converted model with what each layer stores."""
+    """A converted model: the file's bytes and the plan of each layer."""
 
     tflite: bytes
-    layouts: list
+    plans: tuple
     weights: str
+    batch_size: int = None
 
     @property
     def floor_bytes(self):
         """Binary weights / 8 + 4 bytes per float value left after folding, whichever
         `weights` mode stored the binary kernels (so float and int8 files show what
         they cost over the 1-bit floor)."""
-        return sum(l.floor_bits for l in self.layouts) / 8
+        return sum(p.floor_bits for p in self.plans) / 8
 
     def report(self):
+        """A table of each layer's design and storage, then the file size and floor."""
         rows = [("layer", "kind", "design", "weights", "bits stored", "bytes", "folded")]
-        for l in self.layouts:
-            rows.append((l.name, l.kind, l.design, f"{l.weights:,}", f"{l.bits:,}",
-                         f"{l.bytes:,}", l.folded))
+        for p in self.plans:
+            rows.append((p.name, p.kind, p.design, f"{p.weights:,}", f"{p.bits:,}",
+                         f"{p.bytes:,}", p.folded))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) if i in (0, 1, 2, 6) else c.rjust(w)
                            for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
@@ -56,23 +73,41 @@ class ExportResult:
         return "\n".join(lines)
 
 
-def export_tflite(model, weights="packed", batch_size=None):
-    """Convert `model` and return an `ExportResult` (bytes plus per-layer layout).
-
-    `batch_size=None` gives the file a dynamic batch dimension; a number fixes
-    it (runtimes such as LiteRT.js in the browser want static shapes).
-    """
-    function, builder = graph.inference_function(model, weights=weights, batch_size=batch_size)
+def convert(function, model, weights="packed"):
+    """Step 3, the fold: the TFLite converter turns the emitted `function` into a file."""
     concrete = function.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if weights == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     try:
-        tflite = converter.convert()
+        return converter.convert()
     except Exception as error:  # the converter raises several unrelated types
         raise ExportError(f"TFLite conversion of model {model.name!r} failed: {error}") from error
-    return ExportResult(tflite, builder.layouts, weights)
+
+
+def export_tflite(model, weights="packed", batch_size=None,
+                  xor_popcount_min_weights=XOR_POPCOUNT_MIN_WEIGHTS):
+    """Convert `model` and return an `ExportResult` (the bytes and each layer's plan).
+
+    `weights` is one of `WEIGHT_MODES`. `batch_size=None` gives the file a
+    dynamic batch dimension; a number fixes it (runtimes such as LiteRT.js in
+    the browser want static shapes). Dense layers with binary inputs and at
+    least `xor_popcount_min_weights` weights use the XOR-popcount design.
+    """
+    plans = plan_model(model, weights=weights, xor_popcount_min_weights=xor_popcount_min_weights)
+    function = graph.inference_function(model, plans, batch_size=_batch_size(batch_size))
+    return ExportResult(convert(function, model, weights), plans, weights, batch_size)
+
+
+def _batch_size(batch_size):
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or \
+            batch_size < 1:
+        raise ExportError(f"batch_size={batch_size!r}: give a whole number >= 1, or None "
+                          f"for a dynamic batch.")
+    return int(batch_size)
 
 
 def to_tflite(model, weights="packed", batch_size=None):

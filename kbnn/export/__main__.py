@@ -1,10 +1,10 @@
-"""`python -m kbnn.export --tflite MODEL.keras [-o OUT.tflite] [--weights MODE] [--batch N] [--verify-data DIR] [--verify-samples N] [--report]`
+"""`python -m kbnn.export --tflite MODEL.keras [-o OUT.tflite] [--weights MODE] [--batch N] [--verify-data DIR|NPY] [--verify-samples N] [--report]`
 
 Converts a saved Keras model to a `.tflite` file whose binary kernels are
 packed 1 bit per weight and which runs on the stock LiteRT runtime, then
-checks it: N inputs (1,000 Fashion-MNIST test images when data is
-available, else random inputs over [0, 1]) go through Keras and LiteRT;
-the top-1 predictions must all agree and the logits match within the
+checks it: N inputs (1,000 by default; from `--verify-data`, a directory of
+IDX files or a .npy array, else random inputs over [0, 1)) go through Keras
+and LiteRT; the top-1 predictions must all agree and the logits match within the
 tolerance of `kbnn.export.verify` (with `--weights int8`, whose activations
 are quantized at run time, top-1 must agree where Keras' top logit leads
 by more than `verify.INT8_MARGIN`). On any failure nothing is written and
@@ -18,9 +18,11 @@ import zipfile
 
 import numpy as np
 
-from kbnn.export.graph import WEIGHT_MODES, ExportError
+from kbnn.export.plan import WEIGHT_MODES, ExportError
 
 EXIT_ERROR = 1
+# Random verification inputs are made in memory: at most this many bytes of them.
+MAX_RANDOM_BYTES = 1 << 30
 
 
 def _positive(what):
@@ -45,9 +47,11 @@ def _parser():
                         help="how binary kernels are stored: packed 1 bit each (default), "
                         "float32, or int8 (bigger files, faster on the stock runtime; verified "
                         "with a looser tolerance, see kbnn.export.verify)")
-    parser.add_argument("--verify-data", metavar="DIR",
-                        help="Fashion-MNIST IDX directory for verification inputs "
-                        "(default: $KBNN_DATA_DIR; without one, random inputs)")
+    parser.add_argument("--verify-data", metavar="DIR_OR_NPY",
+                        help="verification inputs: a directory of IDX files (the images "
+                        "file whose items fit the model's input, a test split first; uint8 "
+                        "scaled to [0, 1]) or a .npy array of inputs (default: random inputs "
+                        "in [0, 1))")
     parser.add_argument("--verify-samples", type=_positive("inputs"), default=1000, metavar="N",
                         help="verify on N inputs")
     parser.add_argument("--batch", type=_positive("inputs per batch"), metavar="N",
@@ -55,28 +59,77 @@ def _parser():
                         "--batch 1 for runtimes that want static shapes, such as LiteRT.js")
     parser.add_argument("--report", action="store_true",
                         help="print per-layer storage, file size and the size floor")
+    parser.add_argument("--verbose", action="store_true",  # read by kbnn.startup
+                        help="show TensorFlow's start-up lines (hidden by default)")
     return parser
 
 
-def _verification_inputs(model, data_dir, samples):
-    """Test images when a data directory is known, else uniform random inputs."""
+def _fits(item_shape, shape):
+    """Whether items of `item_shape` are model inputs of `shape` (a missing trailing
+    channel axis of 1 is added, as for grayscale images stored H x W)."""
+    return tuple(item_shape) in (shape, shape[:-1] if shape[-1:] == (1,) else None)
+
+
+def _idx_inputs(directory, shape):
+    """(inputs, file name) from the first IDX file in `directory` whose items fit `shape`;
+    files named like a test split (test, t10k) are tried first, uint8 scaled to [0, 1]."""
+    from kbnn.data import IDXFormatError, read_idx
+
+    names = sorted(os.listdir(directory),
+                   key=lambda n: (not any(t in n.lower() for t in ("test", "t10k")), n))
+    found = []
+    for name in names:
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            array = read_idx(path)
+        except IDXFormatError:
+            continue
+        if _fits(array.shape[1:], shape):
+            scale = 1 / 255 if array.dtype == np.uint8 else 1
+            return (array.astype(np.float32) * np.float32(scale)).reshape(
+                (-1, *shape)), name
+        found.append(f"{name} {array.shape[1:]}")
+    raise ValueError(f"--verify-data {directory}: no IDX file there holds inputs of the shape "
+                     f"the model takes {shape} (found: {', '.join(found) or 'no IDX files'}); "
+                     f"give a directory or a .npy file of such inputs, or leave --verify-data "
+                     f"out to verify on random inputs.")
+
+
+def _npy_inputs(path, shape):
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    if not _fits(array.shape[1:], shape):
+        raise ValueError(f"--verify-data {path}: holds an array of shape {array.shape}; the "
+                         f"model takes {shape}, so give an array of shape (N, "
+                         f"{', '.join(map(str, shape))}).")
+    return np.asarray(array, np.float32).reshape((-1, *shape)), os.path.basename(path)
+
+
+def _verification_inputs(model, source, samples):
+    """`samples` inputs from `source` (a directory of IDX files or a .npy file of
+    inputs), else uniform random inputs in [0, 1), and a description of them."""
     shape = tuple(model.inputs[0].shape[1:])
     if None in shape:
         raise ExportError(f"model {model.name!r} takes inputs of shape {(None, *shape)}; "
                           f"export needs every dimension but the batch fixed. Rebuild it "
                           f"with a fixed keras.Input shape and save it again.")
-    if data_dir and shape != (28, 28, 1):
-        raise ValueError(f"--verify-data {data_dir}: Fashion-MNIST images are 28x28x1, the "
-                         f"model takes {shape}; leave --verify-data out to verify on random "
-                         f"inputs.")
-    data_dir = data_dir or os.environ.get("KBNN_DATA_DIR")
-    if data_dir and shape == (28, 28, 1):
-        from kbnn.data import load_fashion_mnist
-
-        images, _ = load_fashion_mnist("test", data_dir=data_dir, as_numpy=True)
-        return images[:samples], "Fashion-MNIST test images"
-    rng = np.random.default_rng(0)
-    return rng.random((samples, *shape), np.float32), "random inputs in [0, 1)"
+    if source is None:
+        size = samples * int(np.prod(shape)) * 4
+        if size > MAX_RANDOM_BYTES:
+            raise ValueError(f"--verify-samples {samples}: that many random inputs of shape "
+                             f"{shape} take {size / 2**30:,.1f} GiB; give at most "
+                             f"{MAX_RANDOM_BYTES // (4 * int(np.prod(shape))):,}.")
+        rng = np.random.default_rng(0)
+        return rng.random((samples, *shape), np.float32), "random inputs in [0, 1)"
+    if os.path.isdir(source):
+        inputs, name = _idx_inputs(source, shape)
+    elif source.endswith(".npy") and os.path.isfile(source):
+        inputs, name = _npy_inputs(source, shape)
+    else:
+        raise FileNotFoundError(f"--verify-data {source}: not a directory of IDX files nor "
+                                f"a .npy file of inputs.")
+    return inputs[:samples], f"inputs from {name}"
 
 
 def _check_output(output, model_path):

@@ -50,10 +50,31 @@ def _interpreter(tflite_bytes, num_threads=1):
     return require_litert()(model_content=tflite_bytes, num_threads=num_threads)
 
 
+def _flatbuffer(tflite_bytes):
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema, schema.Model.GetRootAs(tflite_bytes, 0)
+
+
+def _builtin_codes(schema, model):
+    """Each operator code's builtin number (CUSTOM for custom and Flex ops)."""
+    return [max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            for code in map(model.OperatorCodes, range(model.OperatorCodesLength()))]
+
+
 def op_names(tflite_bytes):
-    """The operator names of an exported file, in execution order."""
-    interpreter = _interpreter(tflite_bytes)
-    return [op["op_name"] for op in interpreter._get_ops_details()]
+    """The operator names of an exported file's main graph, in execution order.
+
+    Read from the flatbuffer (LiteRT runs a subgraph's operators in the order
+    they are stored).
+    """
+    schema, model = _flatbuffer(tflite_bytes)
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items()
+             if name.isupper()}
+    codes = _builtin_codes(schema, model)
+    graph = model.Subgraphs(0)
+    return [names[codes[graph.Operators(i).OpcodeIndex()]]
+            for i in range(graph.OperatorsLength())]
 
 
 def custom_ops(tflite_bytes):
@@ -62,16 +83,10 @@ def custom_ops(tflite_bytes):
     Read from the flatbuffer's operator codes, where a custom op has the
     builtin code CUSTOM and a name of its own.
     """
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(tflite_bytes, 0)
-    custom = []
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            custom.append((code.CustomCode() or b"?").decode())
-    return custom
+    schema, model = _flatbuffer(tflite_bytes)
+    return [(model.OperatorCodes(i).CustomCode() or b"?").decode()
+            for i, code in enumerate(_builtin_codes(schema, model))
+            if code == schema.BuiltinOperator.CUSTOM]
 
 
 def run_tflite(tflite_bytes, inputs, num_threads=1, batch_size=256):
