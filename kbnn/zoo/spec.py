@@ -34,6 +34,8 @@ import inspect
 import numbers
 import textwrap
 
+from kbnn.zoo.weights import load_weights
+
 __all__ = ["Argument", "Widths", "Choice", "Integer", "Rate", "Flag", "ModelSpec", "builder",
            "add_cli_options", "cli_model_args"]
 
@@ -275,15 +277,14 @@ def builder(*arguments, released=()):
         spec = ModelSpec(body.__name__, {
             p.name: dataclasses.replace(declared[p.name], default=p.default)
             for p in parameters if p.name in declared}, tuple(released))
-        weights = inspect.Parameter("weights", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                    default=None)
+        weights_parameter = inspect.Parameter(
+            "weights", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
         at = next((i for i, p in enumerate(parameters) if p.name == "name"), len(parameters))
-        public = signature.replace(parameters=parameters[:at] + [weights] + parameters[at:])
+        public = signature.replace(
+            parameters=parameters[:at] + [weights_parameter] + parameters[at:])
 
         @functools.wraps(body)
         def build(*args, **kwargs):
-            from kbnn.zoo.weights import load_weights  # the lookup reads specs
-
             bound = public.bind(*args, **kwargs)
             bound.apply_defaults()
             values = spec.check(bound.arguments)
@@ -332,7 +333,8 @@ def add_cli_options(parser, builders):
         defaults = "; ".join(f"{name}: {argument.kind.show(argument.default)}"
                              for name, argument in uses)
         parser.add_argument(flag, dest=first.name, default=None,
-                            help=f"{first.help.rstrip('.')} (default {defaults})", **first.kind.cli())
+                            help=f"{first.help.rstrip('.')} (default {defaults})",
+                            **first.kind.cli())
 
 
 def cli_model_args(options, model, builders):
