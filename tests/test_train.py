@@ -353,3 +353,31 @@ def test_the_command_line_hides_tensorflow_start_up_lines_unless_verbose(
     verbose = run("--verbose")
     assert verbose.returncode == 0, verbose.stderr
     assert "absl::InitializeLog" in verbose.stderr or "I0000" in verbose.stderr
+
+
+def test_curves_follow_the_chain_of_cycles_and_replot_from_the_json(tmp_path):
+    from kbnn.train.record import curves_title, cycle_chain, replot
+
+    history = {"loss": [1.0, 0.8], "accuracy": [0.5, 0.6], "val_loss": [1.1, 0.9],
+               "val_accuracy": [0.4, None]}
+    first = {"epochs": 3, "init": None}  # its JSON is gone: only its settings are known
+    second = {"name": "cycle2", "training": {"epochs": 2, "init": {
+        "file": "cycle1.keras", "training": first}}, "history": history, "best_epoch": 1}
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "cycle2.json").write_text(json.dumps(second))
+    final = {"name": "bnn_cnn_deterministic", "test_accuracy": 0.93, "best_epoch": 2,
+             "training": {"epochs": 2, "init": {"file": "cycle2.keras",
+                                                "training": second["training"]}},
+             "history": history}
+    (tmp_path / "bnn_cnn_deterministic.json").write_text(json.dumps(final))
+    chain = cycle_chain(final, [tmp_path / "runs"])
+    assert [(c is not None and c["name"], t["epochs"]) for c, t in chain] == [
+        (False, 3), ("cycle2", 2), ("bnn_cnn_deterministic", 2)]
+    assert [t["epochs"] for _, t in cycle_chain(final)] == [3, 2, 2]  # settings recorded
+    assert curves_title(final, chain) == \
+        "bnn_cnn_deterministic, 3 cycles (7 epochs): test accuracy 93.00%"
+    png = replot(tmp_path / "bnn_cnn_deterministic.json", search=[tmp_path / "runs"])
+    assert png == tmp_path / "bnn_cnn_deterministic.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bnn_cnn_deterministic.json", "bnn_cnn_deterministic.png", "runs"]

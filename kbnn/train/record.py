@@ -27,8 +27,8 @@ import numpy as np
 import kbnn
 from kbnn.files import staged_outputs
 
-__all__ = ["dumps", "init_record", "peak_memory_mb", "plot_curves", "replot", "run_record",
-           "strict_json", "training_record"]
+__all__ = ["curves_title", "cycle_chain", "dumps", "init_record", "peak_memory_mb",
+           "plot_curves", "replot", "run_record", "strict_json", "training_record"]
 
 
 def peak_memory_mb():
@@ -174,7 +174,7 @@ def plot_curves(record, path, search=()):
                         "(curves not\nrecorded)", transform=ax.get_xaxis_transform(),
                         ha="center", va="center", fontsize=8, color="grey")
         else:
-            _plot_cycle(ax_loss, ax_acc, cycle["history"], start, first=not any(
+            _plot_cycle(ax_loss, ax_acc, cycle, start, first=not any(
                 c is not None for c, _ in chain[:i]))
         start += epochs
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
@@ -183,16 +183,28 @@ def plot_curves(record, path, search=()):
         ax.grid(alpha=0.3)
         ax.legend()
         ax.set_xlim(0.5, start + 0.5)
-    cycles = f", {len(chain)} cycles ({start} epochs)" if len(chain) > 1 else ""
-    accuracy = record.get("test_accuracy")
-    fig.suptitle(f"{record['name']}{cycles}: test accuracy "
-                 + ("n/a" if accuracy is None else f"{100 * accuracy:.2f}%"))
+    fig.suptitle(curves_title(record, chain))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def _plot_cycle(ax_loss, ax_acc, history, start, first):
+def curves_title(record, chain):
+    """The title of the curves: the model's name, its cycles and its test accuracy.
+
+    >>> curves_title({"name": "bnn_cnn_deterministic", "test_accuracy": 0.9292},
+    ...              [(None, {"epochs": 20}), (None, {"epochs": 15})])
+    'bnn_cnn_deterministic, 2 cycles (35 epochs): test accuracy 92.92%'
+    """
+    epochs = sum(training["epochs"] for _, training in chain)
+    cycles = f", {len(chain)} cycles ({epochs} epochs)" if len(chain) > 1 else ""
+    accuracy = record.get("test_accuracy")
+    return (f"{record['name']}{cycles}: test accuracy "
+            + ("n/a" if accuracy is None else f"{100 * accuracy:.2f}%"))
+
+
+def _plot_cycle(ax_loss, ax_acc, cycle, start, first):
+    history = cycle["history"]
     def values(key, error=False):
         data = np.array([np.nan if v is None else v for v in history[key]], float)
         return 100 * (1 - data) if error else data
@@ -207,6 +219,10 @@ def _plot_cycle(ax_loss, ax_acc, history, start, first):
         if accuracy in history:
             ax_acc.plot(epochs, values(accuracy, error=True), color=colors[label],
                         label=label if first else None)
+    kept = cycle.get("best_epoch")
+    if kept and "val_accuracy" in history and history["val_accuracy"][kept - 1] is not None:
+        ax_acc.plot(start + kept, 100 * (1 - history["val_accuracy"][kept - 1]), "o",
+                    color=colors["validation"], label="kept epoch" if first else None)
 
 
 def replot(json_path, png_path=None, search=()):
