@@ -21,8 +21,14 @@ Conventions that live here and nowhere else:
 * the straight-through gradient passes `dy` where |x| <= clip_value and 0
   elsewhere (in float32, `dy * 0`: NaN where `dy` itself is inf or NaN);
   `clip_value=None` passes it everywhere.
-* `is_binary(q)` decides which quantizers produce two levels (1-bit values);
-  the summary and the exporter both ask it.
+* heaviside(0) = 0 (`heaviside`): 1 where x > 0, else 0.
+* every quantizer has a `precision`, the bits of its output (1 for the
+  sign family, 2 for `SteTern`, k_bit for `DoReFa`, None when unknown);
+  `is_binary(q)` reads it, and decides which quantizers produce 1-bit values
+  for the summary and the exporter.
+
+The names and semantics are Larq's (`SteSign`, `SteTern`, `DoReFa`, `NoOp`,
+...), so code written for `larq.quantizers` runs with `kbnn.quantizers`.
 """
 
 import numbers
@@ -40,6 +46,9 @@ __all__ = [
     "swish_sign",
     "magnitude_aware_sign",
     "ste_heaviside",
+    "ste_tern",
+    "dorefa_quantizer",
+    "heaviside",
     "Quantizer",
     "SteSign",
     "StochasticSign",
@@ -47,6 +56,11 @@ __all__ = [
     "SwishSign",
     "MagnitudeAwareSign",
     "SteHeaviside",
+    "SteTern",
+    "DoReFa",
+    "DoReFaQuantizer",
+    "NoOp",
+    "NoOpQuantizer",
     "get",
     "serialize",
     "is_binary",
@@ -63,6 +77,16 @@ def sign(x):
     """
     x = tf.convert_to_tensor(x)
     return tf.where(x >= 0, tf.constant(1, x.dtype), tf.constant(-1, x.dtype))
+
+
+def heaviside(x):
+    """Step function with heaviside(0) = 0: 1 where x > 0, else 0.
+
+    >>> kbnn.quantizers.heaviside([-1.0, 0.0, 0.5]).numpy()
+    array([0., 0., 1.], dtype=float32)
+    """
+    x = tf.convert_to_tensor(x)
+    return tf.where(x > 0, tf.constant(1, x.dtype), tf.constant(0, x.dtype))
 
 
 # Plain TensorFlow ops, not XLA-compiled kernels: XLA saved little time on
@@ -196,10 +220,76 @@ def ste_heaviside(x, clip_value=1.0):
 
     @tf.custom_gradient
     def _ste_heaviside(x):
-        out = tf.where(x > 0, tf.ones_like(x), tf.zeros_like(x))
-        return out, lambda dy: _clipped_gradient(x, dy, clip_value)
+        return heaviside(x), lambda dy: _clipped_gradient(x, dy, clip_value)
 
     return _ste_heaviside(tf.convert_to_tensor(x))
+
+
+def ste_tern(x, threshold_value=0.05, ternary_weight_networks=False, clip_value=1.0):
+    """Ternarizer to {-1, 0, +1} with a threshold t; straight-through backward.
+
+    +1 where x >= t, -1 where x <= -t, 0 strictly between (for t > 0; with
+    t = 0, x = 0 gives 0). With `ternary_weight_networks`, t is 0.7 times the
+    mean |x| of the whole tensor (Li et al., Ternary Weight Networks) instead
+    of `threshold_value`. The gradient is that of `ste_sign`.
+
+    >>> kbnn.quantizers.ste_tern([-0.5, -0.05, 0.0, 0.04, 0.05, 2.0]).numpy()
+    array([-1., -1.,  0.,  0.,  1.,  1.], dtype=float32)
+    """
+
+    @tf.custom_gradient
+    def _ste_tern(x):
+        if ternary_weight_networks:
+            threshold = 0.7 * tf.reduce_mean(tf.abs(x))
+        else:
+            threshold = tf.constant(threshold_value, x.dtype)
+        # +1 above the band, -1 below it, 0 inside (the two signs cancel).
+        out = tf.sign(tf.sign(x + threshold) + tf.sign(x - threshold))
+        return out, lambda dy: _clipped_gradient(x, dy, clip_value)
+
+    return _ste_tern(tf.convert_to_tensor(x))
+
+
+def _round_with_identity_gradient(x, levels):
+    """round(x * levels) / levels forward (x in [0, 1]), dy backward."""
+
+    @tf.custom_gradient
+    def _round(x):
+        return tf.round(x * levels) / levels, lambda dy: dy
+
+    return _round(x)
+
+
+DOREFA_MODES = ("activations", "weights")
+
+
+def dorefa_quantizer(x, k_bit=2, mode="activations"):
+    """DoReFa-Net's k-bit quantizer (Zhou et al.): 2**k_bit evenly spaced levels.
+
+    mode="activations": clip x to [0, 1], round to the levels i / (2**k_bit - 1);
+    the gradient is dy inside [0, 1] (the clip's), straight through the rounding.
+    mode="weights": tanh(x), scaled by the tensor's max |tanh(x)| (not
+    differentiated) into [0, 1], rounded the same way, then mapped to [-1, 1];
+    the gradient is that of the tanh and the scaling.
+
+    Rounding is TensorFlow's (half to even).
+
+    >>> x = [-0.5, 0.2, 0.5, 0.9, 3.0]
+    >>> (kbnn.quantizers.dorefa_quantizer(x, k_bit=2) * 3).numpy()  # levels 0, 1/3, 2/3, 1
+    array([0., 1., 2., 3., 3.], dtype=float32)
+    >>> kbnn.quantizers.dorefa_quantizer([-2.0, 0.1, 2.0], k_bit=1, mode="weights").numpy()
+    array([-1.,  1.,  1.], dtype=float32)
+    """
+    if mode not in DOREFA_MODES:
+        raise ValueError(f"Unknown DoReFa mode {mode!r}; use 'activations' or 'weights'.")
+    x = tf.convert_to_tensor(x)
+    levels = tf.constant(2 ** k_bit - 1, x.dtype)
+    if mode == "activations":
+        return _round_with_identity_gradient(tf.clip_by_value(x, 0.0, 1.0), levels)
+    squashed = tf.tanh(x)
+    scale = tf.stop_gradient(tf.reduce_max(tf.abs(squashed)))
+    unit = tf.math.divide_no_nan(squashed, 2.0 * scale) + 0.5  # all-zero x stays 0
+    return 2.0 * _round_with_identity_gradient(unit, levels) - 1.0
 
 
 class Quantizer(keras.layers.Layer):
@@ -207,7 +297,13 @@ class Quantizer(keras.layers.Layer):
 
     Subclasses implement `call`. As layers they are tracked by the quantized layer that holds them
     (seed state included) and receive its `training` flag.
+
+    `precision` is the number of bits of the output (None: unknown, e.g. a
+    float); 1 makes the quantizer binary (`is_binary`), and `kbnn.summary`
+    counts the weights it quantizes at that many bits.
     """
+
+    precision = None
 
     def __init__(self, **kwargs):
         kwargs.setdefault("trainable", False)
@@ -216,6 +312,18 @@ class Quantizer(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def levels(self, kernel):
+        """(low, high) per output channel (last axis) of `kernel`, quantized at inference.
+
+        For a binary quantizer: the two values each channel's weights take,
+        so the exporter can store one bit per weight. This default reads
+        them off the quantized kernel (a channel of one value gives it
+        twice); quantizers with fixed levels override it.
+        """
+        quantized = tf.convert_to_tensor(self(kernel, training=False))
+        axes = list(range(len(quantized.shape) - 1))
+        return tf.reduce_min(quantized, axis=axes), tf.reduce_max(quantized, axis=axes)
+
 
 class BinaryQuantizer(Quantizer):
     """Base class of quantizers with two output levels per output channel.
@@ -223,6 +331,8 @@ class BinaryQuantizer(Quantizer):
     `levels(kernel)` gives those levels, so the exporter can store each
     quantized weight as one bit (1 for `high`, 0 for `low`).
     """
+
+    precision = 1
 
     def levels(self, kernel):
         """(low, high) per output channel (last axis) of `kernel`: -1 and +1."""
@@ -329,6 +439,90 @@ class SteHeaviside(_SignQuantizer):
         return 0.0 * ones, ones
 
 
+@keras.saving.register_keras_serializable(package="kbnn")
+class SteTern(Quantizer):
+    """`ste_tern` as a serializable quantizer (values -1, 0, +1; precision 2).
+
+    >>> kbnn.quantizers.SteTern(threshold_value=0.5)(np.array([-0.7, 0.2, 0.5])).numpy()
+    array([-1.,  0.,  1.], dtype=float32)
+    """
+
+    precision = 2
+
+    def __init__(self, threshold_value=0.05, ternary_weight_networks=False, clip_value=1.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.threshold_value = threshold_value
+        self.ternary_weight_networks = ternary_weight_networks
+        self.clip_value = clip_value
+
+    def call(self, inputs):
+        return ste_tern(inputs, threshold_value=self.threshold_value,
+                        ternary_weight_networks=self.ternary_weight_networks,
+                        clip_value=self.clip_value)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold_value": self.threshold_value,
+                "ternary_weight_networks": self.ternary_weight_networks,
+                "clip_value": self.clip_value}
+
+
+@keras.saving.register_keras_serializable(package="kbnn")
+class DoReFa(Quantizer):
+    """`dorefa_quantizer` as a serializable quantizer; its precision is `k_bit`.
+
+    Use mode="activations" (the default) as an input quantizer and
+    mode="weights" as a kernel quantizer, as in Larq.
+
+    >>> kbnn.quantizers.DoReFa(k_bit=3, mode="weights").precision
+    3
+    """
+
+    def __init__(self, k_bit=2, mode="activations", **kwargs):
+        if mode not in DOREFA_MODES:
+            raise ValueError(f"Unknown DoReFa mode {mode!r}; use 'activations' or 'weights'.")
+        super().__init__(**kwargs)
+        self.precision = k_bit
+        self.mode = mode
+
+    @property
+    def k_bit(self):
+        return self.precision
+
+    def call(self, inputs):
+        return dorefa_quantizer(inputs, k_bit=self.precision, mode=self.mode)
+
+    def get_config(self):
+        return {**super().get_config(), "k_bit": self.precision, "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="kbnn")
+class NoOp(Quantizer):
+    """Leaves values as they are, but marks them with a `precision` (as in Larq).
+
+    For tagging weights a custom training step treats as `precision`-bit; no
+    quantizer of kbnn's treats a NoOp as binary (`is_binary` is false), since
+    its values are not binarized.
+
+    >>> kbnn.quantizers.NoOp(precision=1)(np.array([0.3, -2.0])).numpy()
+    array([ 0.3, -2. ], dtype=float32)
+    """
+
+    def __init__(self, precision, **kwargs):
+        super().__init__(**kwargs)
+        self.precision = precision
+
+    def call(self, inputs):
+        return inputs
+
+    def get_config(self):
+        return {**super().get_config(), "precision": self.precision}
+
+
+# Larq's former names, kept there for old code and model files.
+DoReFaQuantizer = DoReFa
+NoOpQuantizer = NoOp
+
 _BY_NAME = {
     "ste_sign": SteSign,
     "stochastic_sign": StochasticSign,
@@ -336,9 +530,13 @@ _BY_NAME = {
     "swish_sign": SwishSign,
     "magnitude_aware_sign": MagnitudeAwareSign,
     "ste_heaviside": SteHeaviside,
+    "ste_tern": SteTern,
+    "dorefa_quantizer": DoReFa,
 }
 _BY_FUNCTION = {globals()[name]: cls for name, cls in _BY_NAME.items()}
 _BY_CLASS_NAME = {cls.__name__: cls for cls in _BY_NAME.values()}
+# By dict only: NoOp has no default precision.
+_BY_CLASS_NAME.update(NoOp=NoOp, NoOpQuantizer=NoOp, DoReFaQuantizer=DoReFa)
 
 
 def get(identifier):
@@ -350,8 +548,8 @@ def get(identifier):
     True
 
     Strings are the snake-case names ("ste_sign", "stochastic_sign",
-    "approx_sign", "swish_sign", "magnitude_aware_sign", "ste_heaviside") or
-    the class names; dicts come from `serialize` (or are Larq-style
+    "approx_sign", "swish_sign", "magnitude_aware_sign", "ste_heaviside",
+    "ste_tern", "dorefa_quantizer") or the class names; dicts come from `serialize` (or are Larq-style
     `{"class_name": "SteSign", "config": {...}}`); one of this module's plain
     functions becomes its class with default arguments (so it serializes);
     any other callable is used as it is.
@@ -360,6 +558,9 @@ def get(identifier):
         return identifier
     if isinstance(identifier, str):
         cls = _BY_NAME.get(identifier) or _BY_CLASS_NAME.get(identifier)
+        if cls is NoOp:
+            raise ValueError(f"Quantizer {identifier!r} needs a precision: pass "
+                             f"kbnn.quantizers.NoOp(precision=...) instead of a string.")
         if cls is None:
             raise ValueError(
                 f"Unknown quantizer {identifier!r}; known: {', '.join(_BY_NAME)}."
@@ -386,11 +587,12 @@ def is_binary(quantizer):
     """Whether `quantizer` produces 1-bit values (two levels per channel).
 
     The one predicate that decides which weights count as 1-bit in
-    `kbnn.summary` and get packed by the exporter.
+    `kbnn.summary` and get packed by the exporter: its `precision` is 1 and
+    it is not a `NoOp` (which marks values without binarizing them).
 
     >>> kbnn.quantizers.is_binary(kbnn.quantizers.get("ste_sign"))
     True
     >>> kbnn.quantizers.is_binary(None)
     False
     """
-    return isinstance(quantizer, BinaryQuantizer)
+    return getattr(quantizer, "precision", None) == 1 and not isinstance(quantizer, NoOp)

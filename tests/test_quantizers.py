@@ -161,3 +161,91 @@ def test_is_binary_and_levels():
         # Every quantized weight is one of its channel's two levels.
         qk = quantizer(kernel).numpy()
         assert np.all((qk == lo) | (qk == hi))
+
+
+def test_every_quantizer_has_a_precision_and_is_binary_reads_it():
+    for name in ("ste_sign", "stochastic_sign", "approx_sign", "swish_sign",
+                 "magnitude_aware_sign", "ste_heaviside"):
+        assert q.get(name).precision == 1, name
+    assert q.SteTern().precision == 2 and not q.is_binary(q.SteTern())
+    assert q.DoReFa(k_bit=4).precision == 4 and not q.is_binary(q.DoReFa(k_bit=4))
+    assert q.is_binary(q.DoReFa(k_bit=1, mode="weights"))
+
+    class Custom(q.Quantizer):  # a user's 1-bit quantizer: binary by its precision
+        precision = 1
+
+        def call(self, inputs):
+            return q.sign(inputs) * 0.5
+
+    assert q.is_binary(Custom())
+    kernel = np.array([[1.0, -4.0, 2.0], [-3.0, 0.0, 5.0]], "float32")
+    low, high = (np.asarray(v) for v in Custom().levels(kernel))  # read off the kernel
+    np.testing.assert_array_equal(low, [-0.5, -0.5, 0.5])
+    np.testing.assert_array_equal(high, [0.5, 0.5, 0.5])
+
+
+def test_noop_marks_a_precision_without_quantizing():
+    noop = q.NoOp(precision=1)
+    x = np.array([0.3, -2.0, 0.0], "float32")
+    y, g = value_and_grad(noop, x)
+    np.testing.assert_array_equal(y, x)
+    np.testing.assert_array_equal(g, np.ones(3))
+    assert noop.precision == 1 and not q.is_binary(noop)
+    restored = q.get(q.serialize(noop))
+    assert type(restored) is q.NoOp and restored.precision == 1
+    assert q.get({"class_name": "NoOpQuantizer", "config": {"precision": 2}}).precision == 2
+    with pytest.raises(ValueError, match="needs a precision.*NoOp\\(precision=...\\)"):
+        q.get("NoOp")
+
+
+def test_ste_tern_levels_threshold_and_gradient():
+    x = np.array([-2.0, -0.5, -0.05, -0.01, 0.0, 0.04, 0.05, 0.3, 1.0, 1.5], "float32")
+    y, g = value_and_grad(q.ste_tern, x)
+    np.testing.assert_array_equal(y, [-1, -1, -1, 0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(g, [0, 1, 1, 1, 1, 1, 1, 1, 1, 0])
+    y, _ = value_and_grad(lambda v: q.ste_tern(v, threshold_value=0.0), x)
+    np.testing.assert_array_equal(y, np.sign(x))  # 0 stays 0
+    y, g = value_and_grad(lambda v: q.ste_tern(v, threshold_value=0.4, clip_value=0.5), x)
+    np.testing.assert_array_equal(y, [-1, -1, 0, 0, 0, 0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(g, [0, 1, 1, 1, 1, 1, 1, 1, 0, 0])
+
+
+def test_ste_tern_ternary_weight_networks_threshold():
+    w = np.array([[-1.0, 0.2], [0.5, 0.3]], "float32")  # mean |w| = 0.5, threshold 0.35
+    y = q.SteTern(ternary_weight_networks=True)(w).numpy()
+    np.testing.assert_array_equal(y, [[-1, 0], [1, 0]])
+    config = q.SteTern(threshold_value=0.2, ternary_weight_networks=True,
+                       clip_value=None).get_config()
+    restored = q.get({"class_name": "SteTern", "config": config})
+    assert (restored.threshold_value, restored.ternary_weight_networks,
+            restored.clip_value) == (0.2, True, None)
+
+
+def test_dorefa_activations():
+    x = np.array([-0.5, 0.0, 0.1, 0.2, 0.5, 0.84, 1.0, 3.0], "float32")
+    y, g = value_and_grad(lambda v: q.dorefa_quantizer(v, k_bit=2), x)
+    np.testing.assert_allclose(y * 3, [0, 0, 0, 1, 2, 3, 3, 3], atol=1e-6)  # half to even: 1.5 -> 2
+    np.testing.assert_array_equal(g, [0, 1, 1, 1, 1, 1, 1, 0])  # the clip's gradient
+    assert q.get("dorefa_quantizer").get_config()["mode"] == "activations"
+
+
+def test_dorefa_weights_levels_and_gradient():
+    x = np.array([-3.0, -0.2, 0.0, 0.2, 0.6, 3.0], "float32")
+    y, g = value_and_grad(lambda v: q.dorefa_quantizer(v, k_bit=2, mode="weights"), x)
+    # tanh, / (2 max|tanh|) + 0.5, round to thirds, * 2 - 1: levels -1, -1/3, 1/3, 1.
+    unit = np.tanh(x) / (2 * np.abs(np.tanh(x)).max()) + 0.5
+    np.testing.assert_allclose(y, 2 * np.round(unit * 3) / 3 - 1, atol=1e-6)
+    assert set(np.round(y * 3).astype(int)) <= {-3, -1, 1, 3}
+    scale = np.abs(np.tanh(x)).max()
+    np.testing.assert_allclose(g, 1 / np.cosh(x) ** 2 / scale, rtol=1e-5)
+    y, _ = value_and_grad(lambda v: q.dorefa_quantizer(v, mode="weights"), np.zeros(3, "float32"))
+    np.testing.assert_allclose(y, np.full(3, 1 / 3), rtol=1e-6)  # 0.5 -> 2/3 (half to even) -> 1/3
+    with pytest.raises(ValueError, match="Unknown DoReFa mode 'weight'"):
+        q.DoReFa(mode="weight")
+    restored = q.get(q.serialize(q.DoReFa(k_bit=3, mode="weights")))
+    assert (restored.k_bit, restored.mode) == (3, "weights")
+    assert q.get({"class_name": "DoReFaQuantizer", "config": {"k_bit": 3}}).precision == 3
+
+
+def test_heaviside_of_zero_is_zero():
+    np.testing.assert_array_equal(q.heaviside(POINTS), [0, 0, 0, 0, 0, 1, 1, 1])
