@@ -1,4 +1,19 @@
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+
+# kbnn.runtime's LiteRT delegate: plain C, so a C compiler is all it needs. It is loaded
+# with ctypes / LiteRT's load_delegate, not imported. optional: without a compiler kbnn
+# installs without it (export and the stock runtime do not need it) and
+# kbnn.runtime.library_path() says how to build it. -ffp-contract=off keeps each float
+# multiply and add rounded as the stock graph rounds them.
+_DELEGATE_SOURCES = ["delegate.c", "bitkernels.c", "threadpool.c"]
+KBNN_DELEGATE = Extension(
+    "kbnn.runtime._kbnn_delegate",
+    sources=[f"kbnn/runtime/csrc/{name}" for name in _DELEGATE_SOURCES],
+    include_dirs=["kbnn/runtime/csrc"],
+    extra_compile_args=["-std=c11", "-O2", "-ffp-contract=off"],
+    libraries=["pthread"],
+    optional=True,
+)
 
 setup(
     name="kbnn",
@@ -26,5 +41,6 @@ setup(
         "test": ["pytest", "ai-edge-litert", "setuptools", "wheel"],
         "export": ["ai-edge-litert"],
     },
+    ext_modules=[KBNN_DELEGATE],
     license="Apache-2.0",
 )

@@ -339,3 +339,16 @@ kbnn_kernels kbnn_select_kernels(int max_level) {
   (void)max_level;
   return k;
 }
+
+const char *kbnn_kernels_name(int max_level) { return kbnn_select_kernels(max_level).name; }
+
+int kbnn_run_kernel(int max_level, int which, const void *x, const uint64_t *w, size_t words,
+                    size_t rows, void *out) {
+  if (words % KBNN_ROW_WORDS != 0 || !x || !w || !out) return -1;
+  kbnn_kernels k = kbnn_select_kernels(max_level);
+  if (which == 0) k.xor_popcount((const uint64_t *)x, w, words, rows, (int32_t *)out);
+  else if (which == 1) k.and_popcount((const uint64_t *)x, w, words, rows, (int32_t *)out);
+  else if (which == 2) k.masked_sum((const float *)x, w, words, rows, (float *)out);
+  else return -1;
+  return 0;
+}

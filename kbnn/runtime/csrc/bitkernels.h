@@ -44,4 +44,13 @@ kbnn_kernels kbnn_select_kernels(int max_level);
 /* Whether this CPU can run kernels of `level`. */
 int kbnn_cpu_supports(int level);
 
+/* For tests and --info (called through ctypes): the name of the kernels
+ * kbnn_select_kernels(max_level) picks, and one call of one of them: which = 0
+ * xor_popcount, 1 and_popcount (x: uint64 words, out: int32), 2 masked_sum (x: floats,
+ * out: float). Returns 0, or -1 if `which` is unknown or words is not a multiple of
+ * KBNN_ROW_WORDS. */
+const char *kbnn_kernels_name(int max_level);
+int kbnn_run_kernel(int max_level, int which, const void *x, const uint64_t *w, size_t words,
+                    size_t rows, void *out);
+
 #endif /* KBNN_BITKERNELS_H_ */

@@ -37,6 +37,7 @@
 #endif
 
 #define KBNN_LAYOUT_VERSION 1
+#define KBNN_LAYOUT_METADATA "kbnn_layout" /* kbnn/export/description.py writes it */
 #define MAX_CHAIN 16
 #define MAX_TAIL 4
 #define MAX_POPCOUNT_BITS (1 << 24) /* counts stay exact in float32 */
@@ -901,6 +902,25 @@ static int shares_nodes(const kbnn_layer *a, const kbnn_layer *b) {
   return shared;
 }
 
+/* The layout version a file declares in its "kbnn_layout" metadata ("kbnn layout N"):
+ * 0 if it declares none (the patterns alone decide), -1 if the entry is malformed. */
+static int file_layout_version(TfLiteContext *ctx) {
+  const char *data = NULL;
+  size_t bytes = 0;
+  if (!ctx->GetModelMetadata ||
+      ctx->GetModelMetadata(ctx, KBNN_LAYOUT_METADATA, &data, &bytes) != kTfLiteOk || !data)
+    return 0;
+  static const char prefix[] = "kbnn layout ";
+  size_t n = sizeof prefix - 1;
+  if (bytes <= n || bytes > 32 || memcmp(data, prefix, n) != 0) return -1;
+  int version = 0;
+  for (size_t i = n; i < bytes; ++i) {
+    if (data[i] < '0' || data[i] > '9' || version > 100000) return -1;
+    version = version * 10 + (data[i] - '0');
+  }
+  return version;
+}
+
 static TfLiteStatus delegate_prepare(TfLiteContext *ctx, TfLiteDelegate *delegate) {
   kbnn_state *s = (kbnn_state *)delegate->data_;
   int threads = s->options.num_threads > 0 ? s->options.num_threads
@@ -909,6 +929,13 @@ static TfLiteStatus delegate_prepare(TfLiteContext *ctx, TfLiteDelegate *delegat
     kbnn_pool_destroy(s->pool);
     s->pool = kbnn_pool_create(threads);
     s->pool_threads = kbnn_pool_threads(s->pool);
+  }
+  int version = file_layout_version(ctx);
+  if (version != 0 && version != KBNN_LAYOUT_VERSION) {
+    if (s->options.verbose)
+      fprintf(stderr, "kbnn delegate: the file says kbnn layout %d, this build reads %d; "
+              "every node is left to the runtime\n", version, KBNN_LAYOUT_VERSION);
+    return kTfLiteOk;
   }
   TfLiteIntArray *plan_view = NULL;
   if (ctx->GetExecutionPlan(ctx, &plan_view) != kTfLiteOk || !plan_view) return kTfLiteError;

@@ -33,6 +33,8 @@ void kbnn_delegate_delete(TfLiteDelegate *delegate);
 int kbnn_delegate_claimed_layers(const TfLiteDelegate *delegate);
 /* The kernel set run-time dispatch picked, e.g. "avx512-vpopcntdq". */
 const char *kbnn_delegate_kernels_name(const TfLiteDelegate *delegate);
+/* Threads the delegate's kernels run on (after an interpreter prepared it). */
+int kbnn_delegate_threads(const TfLiteDelegate *delegate);
 /* The version of the layer description this build reads. */
 int kbnn_layout_version(void);
 
