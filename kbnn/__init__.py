@@ -9,9 +9,9 @@
 >>> kbnn.summary(model, print_fn=None).memory_bytes
 13056.0
 
-Modules: `quantizers`, `layers`, `constraints`, `optimizers`, `summary`, `data`
-(Fashion-MNIST), `zoo` (architectures and released weights), `distill` (knowledge
-distillation); `kbnn.export` (TFLite export, imported on its own) and
+Modules: `quantizers`, `layers`, `constraints`, `activations`, `math`, `optimizers`,
+`summary`, `data` (Fashion-MNIST), `zoo` (architectures and released weights),
+`distill` (knowledge distillation); `kbnn.export` (TFLite export, imported on its own) and
 `python -m kbnn.train`.
 """
 
@@ -28,10 +28,12 @@ if _keras.backend.backend() != "tensorflow":
         f"Set KERAS_BACKEND=tensorflow before importing keras."
     )
 
-from kbnn import constraints, data, distill, layers, optimizers, quantizers, zoo  # noqa: E402
+from kbnn import (  # noqa: E402
+    activations, constraints, data, distill, layers, math, optimizers, quantizers, zoo,
+)
 from kbnn.summary import ModelSummary, summary  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["constraints", "data", "distill", "layers", "optimizers", "quantizers", "zoo",
-           "summary", "ModelSummary"]
+__all__ = ["activations", "constraints", "data", "distill", "layers", "math", "optimizers",
+           "quantizers", "zoo", "summary", "ModelSummary"]
