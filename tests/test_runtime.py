@@ -1,0 +1,245 @@
+"""kbnn.runtime: the delegate loads into the installed LiteRT, claims packed layers, agrees."""
+
+import ctypes
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import kbnn  # noqa: F401  (registers kbnn's layers for load_model)
+import kbnn.export
+from kbnn.export import description
+
+runtime = pytest.importorskip("kbnn.runtime")
+pytest.importorskip("ai_edge_litert")
+try:
+    runtime.library_path()
+except runtime.DelegateNotBuiltError as error:  # a checkout without a C build
+    pytest.skip(str(error), allow_module_level=True)
+
+from ai_edge_litert import schema_py_generated as schema  # noqa: E402
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SAVED = ROOT / "saved_models"
+RELEASED_BNNS = sorted(p.stem for p in SAVED.glob("bnn_*.keras"))
+
+
+def run(tflite, x, delegate=None, batch=256, threads=1):
+    """Outputs of `tflite` for x, with the kbnn delegate if given."""
+    interpreter = Interpreter(model_content=tflite, num_threads=threads,
+                              experimental_delegates=[delegate] if delegate else None)
+    detail = interpreter.get_input_details()[0]
+    output = interpreter.get_output_details()[0]["index"]
+    outputs, shape = [], None
+    for start in range(0, len(x), batch):
+        chunk = np.ascontiguousarray(x[start:start + batch], np.float32)
+        if chunk.shape != shape:
+            interpreter.resize_tensor_input(detail["index"], chunk.shape)
+            interpreter.allocate_tensors()
+            shape = chunk.shape
+        interpreter.set_tensor(detail["index"], chunk)
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(output).copy())
+    return np.concatenate(outputs)
+
+
+def assert_agree(stock, fast):
+    """The issue's bar: |diff| <= 1e-5 x max|logit| + 1e-5 per input, top-1 everywhere."""
+    bound = 1e-5 * np.abs(stock).max(-1, keepdims=True) + 1e-5
+    worst = np.abs(fast - stock) - bound
+    assert worst.max() <= 0, f"{int((worst > 0).any(-1).sum())} inputs off, worst by {worst.max()}"
+    assert np.array_equal(stock.argmax(-1), fast.argmax(-1))
+
+
+@pytest.fixture(scope="module")
+def mlp128_file():
+    model = keras.models.load_model(SAVED / "bnn_mlp_128_deterministic.keras")
+    return kbnn.export.to_tflite(model)
+
+
+def test_delegate_loads_into_the_runtime_and_claims_both_packed_layers(mlp128_file):
+    # Pins the declared C ABI: a wrong struct layout would not find the layers (or crash).
+    delegate = runtime.load_delegate()
+    x = np.random.default_rng(0).random((7, 28, 28, 1), np.float32)
+    fast = run(mlp128_file, x, delegate)
+    assert runtime.claimed_layers(delegate) == 2
+    assert_agree(run(mlp128_file, x), fast)
+
+
+def test_interpreter_uses_the_delegate_with_the_interpreters_threads(mlp128_file):
+    interpreter = runtime.Interpreter(model_content=mlp128_file, num_threads=2)
+    interpreter.allocate_tensors()
+    interpreter.invoke()
+    delegate = interpreter._delegates[0]
+    assert runtime.claimed_layers(delegate) == 2
+    assert runtime.delegate_threads(delegate) == 2
+
+
+def test_layout_versions_agree():
+    lib = ctypes.CDLL(runtime.library_path())
+    assert lib.kbnn_layout_version() == runtime.LAYOUT_VERSION == description.LAYOUT_VERSION
+
+
+def test_file_naming_its_layout_version_is_claimed(mlp128_file):
+    tagged = description.with_layout(mlp128_file)
+    assert description.layout_version(tagged) == description.LAYOUT_VERSION
+    assert description.layout_version(mlp128_file) is None
+    delegate = runtime.load_delegate()
+    x = np.random.default_rng(1).random((3, 28, 28, 1), np.float32)
+    assert_agree(run(mlp128_file, x), run(tagged, x, delegate))
+    assert runtime.claimed_layers(delegate) == 2
+
+
+def test_unknown_layout_version_is_left_to_the_runtime(mlp128_file):
+    future = description.with_layout(mlp128_file, version=description.LAYOUT_VERSION + 1)
+    delegate = runtime.load_delegate()
+    x = np.random.default_rng(2).random((3, 28, 28, 1), np.float32)
+    np.testing.assert_array_equal(run(future, x, delegate), run(mlp128_file, x))
+    assert runtime.claimed_layers(delegate) == 0
+
+
+def _with_int32_constant(tflite, old_shape, new_values):
+    """`tflite` with the int32 constant of shape `old_shape` replaced by `new_values`."""
+    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
+    for tensor in model.subgraphs[0].tensors:
+        if list(tensor.shape) == list(old_shape) and tensor.type == schema.TensorType.INT32 \
+                and model.buffers[tensor.buffer].data is not None:
+            values = np.asarray(new_values, "<i4")
+            tensor.shape = list(values.shape)
+            model.buffers[tensor.buffer].data = np.frombuffer(values.tobytes(), np.uint8)
+            break
+    else:
+        raise AssertionError(f"no int32 constant of shape {old_shape}")
+    import flatbuffers
+
+    builder = flatbuffers.Builder(len(tflite) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def test_packed_words_of_the_wrong_size_are_declined(mlp128_file):
+    # The 10 x 128 output layer is stored in 40 words; one word more no longer fits it.
+    words = np.arange(41, dtype=np.int32)
+    bad = _with_int32_constant(mlp128_file, [40], words)
+    delegate = runtime.load_delegate()
+    interpreter = Interpreter(model_content=bad, experimental_delegates=[delegate])
+    assert runtime.claimed_layers(delegate) == 1  # the first layer only
+    with pytest.raises((RuntimeError, ValueError)):  # the stock kernels refuse the sizes too
+        interpreter.allocate_tensors()
+        interpreter.invoke()
+
+
+def test_a_byte_table_the_delegate_cannot_verify_fails_clearly(mlp128_file):
+    # Shift amounts 1..8 -> 2..9: the file then computes another byte table at run time.
+    bad = _with_int32_constant(mlp128_file, [1, 8], np.arange(2, 10).reshape(1, 8))
+    run(bad, np.zeros((1, 28, 28, 1), np.float32))  # the stock runtime still runs it
+    delegate = runtime.load_delegate()
+    with pytest.raises(RuntimeError, match="byte table"):
+        run(bad, np.zeros((1, 28, 28, 1), np.float32), delegate)
+
+
+def test_truncated_file_fails_at_load_with_a_message(mlp128_file):
+    with pytest.raises(ValueError):
+        runtime.Interpreter(model_content=mlp128_file[: len(mlp128_file) // 2])
+
+
+def test_load_delegate_rejects_bad_options():
+    with pytest.raises(ValueError, match="num_threads"):
+        runtime.load_delegate(num_threads=0)
+    with pytest.raises(ValueError, match="Unknown kernel level"):
+        runtime.load_delegate(max_kernel_level="sse9")
+
+
+def test_missing_library_says_how_to_build(monkeypatch, tmp_path):
+    monkeypatch.setenv("KBNN_DELEGATE_LIBRARY", str(tmp_path / "nothing.so"))
+    with pytest.raises(runtime.DelegateNotBuiltError, match="not a file"):
+        runtime.library_path()
+    monkeypatch.delenv("KBNN_DELEGATE_LIBRARY")
+    monkeypatch.setattr(runtime, "_HERE", str(tmp_path))
+    with pytest.raises(runtime.DelegateNotBuiltError, match="pip install -e"):
+        runtime.library_path()
+
+
+def test_info_prints_the_library_and_kernels():
+    result = subprocess.run([sys.executable, "-m", "kbnn.runtime", "--info"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert runtime.library_path() in result.stdout
+    assert f"kernels selected {runtime.kernels_name()}" in result.stdout
+
+
+# --- kernels against the scalar reference ------------------------------------------------
+
+@pytest.mark.parametrize("level", list(runtime.KERNEL_LEVELS))
+def test_kernels_agree_with_the_reference(level):
+    if level not in runtime.cpu_kernel_levels():
+        pytest.skip(f"this CPU does not run {level} kernels")
+    assert runtime.kernels_name(level) == level
+    lib = ctypes.CDLL(runtime.library_path())
+    lib.kbnn_run_kernel.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                                    ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t,
+                                    ctypes.c_void_p]
+    rng = np.random.default_rng(runtime.KERNEL_LEVELS[level])
+    for words, rows in [(8, 1), (8, 3), (16, 67), (64, 130)]:
+        w = rng.integers(0, 2**63, (rows, words), dtype=np.uint64)
+        w[0] = 0
+        x = rng.integers(0, 2**63, words, dtype=np.uint64)
+        xf = rng.normal(size=words * 64).astype(np.float32)
+        bits = np.unpackbits(w.view(np.uint8), bitorder="little").reshape(rows, -1)
+        xbits = np.unpackbits(x.view(np.uint8), bitorder="little")
+        for which, expected in [(0, (bits != xbits).sum(1)), (1, (bits & xbits).sum(1))]:
+            out = np.zeros(rows, np.int32)
+            assert lib.kbnn_run_kernel(runtime.KERNEL_LEVELS[level], which, x.ctypes.data,
+                                       w.ctypes.data, words, rows, out.ctypes.data) == 0
+            np.testing.assert_array_equal(out, expected)
+        out = np.zeros(rows, np.float32)
+        lib.kbnn_run_kernel(runtime.KERNEL_LEVELS[level], 2, xf.ctypes.data, w.ctypes.data,
+                            words, rows, out.ctypes.data)
+        exact = bits.astype(np.float64) @ xf.astype(np.float64)
+        scale = np.abs(xf).sum()
+        np.testing.assert_allclose(out, exact, rtol=0, atol=1e-6 * scale)
+    assert lib.kbnn_run_kernel(0, 0, x.ctypes.data, w.ctypes.data, 7, 1, out.ctypes.data) == -1
+
+
+# --- the released models and the property test ---------------------------------------------
+
+@pytest.mark.parametrize("name", RELEASED_BNNS)
+def test_released_bnn_agrees_on_the_test_split(name, fashion_mnist_dir):
+    from kbnn.data import load_fashion_mnist
+
+    model = keras.models.load_model(SAVED / f"{name}.keras")
+    tflite = kbnn.export.to_tflite(model)
+    x, _ = load_fashion_mnist("test", data_dir=fashion_mnist_dir, as_numpy=True)
+    delegate = runtime.load_delegate()
+    fast = run(tflite, x, delegate)
+    assert runtime.claimed_layers(delegate) >= 2
+    assert_agree(run(tflite, x), fast)
+
+
+def test_xor_popcount_layers_are_claimed_and_agree():
+    from kbnn import zoo
+
+    model = zoo.bnn_mlp(hidden_units=(96, 80, 40), seed=0)
+    result = kbnn.export.export_tflite(model, xor_popcount_min_weights=1)
+    assert "xor-popcount" in {p.design for p in result.plans}
+    delegate = runtime.load_delegate()
+    x = np.random.default_rng(3).random((50, 28, 28, 1), np.float32)
+    fast = run(result.tflite, x, delegate)
+    assert runtime.claimed_layers(delegate) == 4
+    assert_agree(run(result.tflite, x), fast)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_models_agree_with_the_delegate(seed):
+    from test_export import random_model
+
+    model, x = random_model(seed)
+    tflite = kbnn.export.to_tflite(model)
+    delegate = runtime.load_delegate()
+    fast = run(tflite, x, delegate)
+    assert runtime.claimed_layers(delegate) >= 2  # the two dense layers
+    assert_agree(run(tflite, x), fast)
