@@ -24,6 +24,7 @@ imported) and imports no module a file names unless it belongs to Keras.
 """
 
 import keras
+from keras import ops
 
 from kbnn import constraints as kbnn_constraints
 from kbnn import quantizers
@@ -91,6 +92,57 @@ class _QuantizerMixin:
         }
 
 
+def _same_padding(size, kernel_size, stride, dilation):
+    """(before, after) that "same" padding adds to a spatial axis of `size`.
+
+    TensorFlow's rule: the output has ceil(size / stride) positions; the odd
+    padding element goes after. `size` is an int, or a scalar tensor when
+    the axis is not known until run time.
+    """
+    effective = (kernel_size - 1) * dilation + 1
+    outputs = (size + stride - 1) // stride
+    needed = (outputs - 1) * stride + effective - size
+    total = max(needed, 0) if isinstance(size, int) else ops.maximum(needed, 0)
+    return total // 2, total - total // 2
+
+
+class _PadValuesMixin:
+    """`pad_values`: "same" padding with that value in place of zeros (Larq's semantics).
+
+    The (quantized) input is padded as "same" padding would pad it, with
+    `pad_values`, and the Keras parent convolves it with "valid" padding.
+    A binarized input padded with 1.0 stays +-1 everywhere.
+    """
+
+    def _set_pad_values(self, pad_values):
+        self.pad_values = pad_values
+        if self.padding == "causal" and pad_values != 0:
+            raise ValueError(f"Layer {self.name!r}: causal padding cannot pad with "
+                             f"pad_values={pad_values}; use padding='same' or pad_values=0.")
+
+    def call(self, inputs):
+        if self.padding != "same" or self.pad_values == 0:
+            return super().call(inputs)
+        first = 1 if self.data_format == "channels_last" else 2
+        dynamic = ops.shape(inputs)
+        spatial = [
+            _same_padding(inputs.shape[axis] if inputs.shape[axis] is not None
+                          else dynamic[axis], k, s, d)
+            for axis, k, s, d in zip(range(first, first + self.rank), self.kernel_size,
+                                     self.strides, self.dilation_rate)
+        ]
+        pads = [(0, 0), *spatial, (0, 0)] if first == 1 else [(0, 0), (0, 0), *spatial]
+        inputs = ops.pad(inputs, pads, constant_values=self.pad_values)
+        object.__setattr__(self, "padding", "valid")  # as for the kernel: not tracked state
+        try:
+            return super().call(inputs)
+        finally:
+            object.__setattr__(self, "padding", "same")
+
+    def get_config(self):
+        return {**super().get_config(), "pad_values": self.pad_values}
+
+
 @keras.saving.register_keras_serializable(package="kbnn")
 class QuantDense(_QuantizerMixin, keras.layers.Dense):
     """`keras.layers.Dense` with quantized input and kernel.
@@ -119,36 +171,40 @@ class QuantDense(_QuantizerMixin, keras.layers.Dense):
 
 
 @keras.saving.register_keras_serializable(package="kbnn")
-class QuantConv2D(_QuantizerMixin, keras.layers.Conv2D):
+class QuantConv2D(_QuantizerMixin, _PadValuesMixin, keras.layers.Conv2D):
     """`keras.layers.Conv2D` with quantized input and kernel.
 
     >>> layer = kbnn.layers.QuantConv2D(8, 3, input_quantizer="ste_sign",
-    ...                                 kernel_quantizer="ste_sign", padding="same")
+    ...                                 kernel_quantizer="ste_sign", padding="same",
+    ...                                 pad_values=1.0)
 
-    Note: with "same" padding the zeros padded around a binarized input are
-    not +-1; BinaryNet-style models accept this, as Larq does by default.
+    `pad_values` (keyword-only, default 0.0): the value "same" padding pads
+    the quantized input with. With 0.0 the zeros padded around a binarized
+    input are not +-1 (BinaryNet-style models accept this, as Larq does by
+    default); 1.0 keeps every input of the binary convolution at +-1.
     """
 
     def __init__(
         self, filters, kernel_size, *args, input_quantizer=None, kernel_quantizer=None,
-        kernel_constraint=None, **kwargs,
+        kernel_constraint=None, pad_values=0.0, **kwargs,
     ):
         super().__init__(
             filters, kernel_size, *args,
             kernel_constraint=kbnn_constraints.get(kernel_constraint), **kwargs,
         )
         self._set_quantizers(input_quantizer, kernel_quantizer)
+        self._set_pad_values(pad_values)
 
 
 @keras.saving.register_keras_serializable(package="kbnn")
-class QuantDepthwiseConv2D(_QuantizerMixin, keras.layers.DepthwiseConv2D):
+class QuantDepthwiseConv2D(_QuantizerMixin, _PadValuesMixin, keras.layers.DepthwiseConv2D):
     """`keras.layers.DepthwiseConv2D` with quantized input and depthwise kernel.
 
     >>> layer = kbnn.layers.QuantDepthwiseConv2D(3, input_quantizer="ste_sign",
     ...                                          depthwise_quantizer="ste_sign")
 
     The kernel quantizer is named `depthwise_quantizer` (and the constraint
-    `depthwise_constraint`), as in Larq.
+    `depthwise_constraint`), as in Larq; `pad_values` is that of `QuantConv2D`.
     """
 
     _kernel_attribute = "kernel"
@@ -156,13 +212,14 @@ class QuantDepthwiseConv2D(_QuantizerMixin, keras.layers.DepthwiseConv2D):
 
     def __init__(
         self, kernel_size, *args, input_quantizer=None, depthwise_quantizer=None,
-        depthwise_constraint=None, **kwargs,
+        depthwise_constraint=None, pad_values=0.0, **kwargs,
     ):
         super().__init__(
             kernel_size, *args,
             depthwise_constraint=kbnn_constraints.get(depthwise_constraint), **kwargs,
         )
         self._set_quantizers(input_quantizer, depthwise_quantizer)
+        self._set_pad_values(pad_values)
 
     @property
     def depthwise_quantizer(self):

@@ -239,3 +239,73 @@ def test_loading_needs_import_kbnn_because_keras_imports_only_its_own_modules(tm
     lines = result.stdout.split("\n")
     assert "FAILED: True" in lines, result.stdout
     assert "LOADED AFTER IMPORT: QuantDense" in lines, result.stdout
+
+
+def same_pads(size, k, s, d=1):
+    """TensorFlow's "same" padding of one axis, written out: (before, after)."""
+    out = -(-size // s)
+    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+@pytest.mark.parametrize("kwargs, shape", [
+    (dict(kernel_size=3), (2, 6, 6, 2)),
+    (dict(kernel_size=(2, 4), strides=2), (2, 7, 6, 2)),  # asymmetric, odd totals
+    (dict(kernel_size=3, dilation_rate=2), (1, 5, 6, 2)),
+    (dict(kernel_size=3, strides=(1, 2), data_format="channels_first"), (2, 2, 5, 6)),
+])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_pad_values_pad_the_quantized_input_as_same_padding_would(kwargs, shape, depthwise):
+    if depthwise:
+        quant = QuantDepthwiseConv2D(**kwargs, padding="same", pad_values=1.0,
+                                     input_quantizer="ste_sign", depthwise_quantizer="ste_sign")
+        plain = keras.layers.DepthwiseConv2D(**kwargs, padding="valid")
+    else:
+        quant = QuantConv2D(3, **kwargs, padding="same", pad_values=1.0,
+                            input_quantizer="ste_sign", kernel_quantizer="ste_sign")
+        plain = keras.layers.Conv2D(3, **kwargs, padding="valid")
+    x = rng.normal(size=shape).astype("float32")
+    y = quant(x)
+    first = 1 if quant.data_format == "channels_last" else 2
+    pads = [(0, 0)] * 4
+    for i, axis in enumerate((first, first + 1)):
+        pads[axis] = same_pads(shape[axis], quant.kernel_size[i], quant.strides[i],
+                               quant.dilation_rate[i])
+    padded = np.pad(sign(x), pads, constant_values=1.0)
+    plain.build(padded.shape)
+    plain.set_weights([sign(quant.get_weights()[0]), *quant.get_weights()[1:]])
+    np.testing.assert_array_equal(y, plain(padded))
+    assert tuple(y.shape) == quant.compute_output_shape(shape)  # as "same" padding's
+    assert quant.padding == "same"
+
+
+def test_pad_values_with_unknown_spatial_size_and_in_a_saved_model(tmp_path):
+    inputs = keras.Input((None, None, 2))
+    outputs = QuantConv2D(2, 3, strides=2, padding="same", pad_values=1.0,
+                          input_quantizer="ste_sign", kernel_quantizer="ste_sign")(inputs)
+    model = keras.Model(inputs, outputs)
+    x = rng.normal(size=(1, 5, 4, 2)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    assert expected.shape == (1, 3, 2, 2)
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    assert restored.layers[1].pad_values == 1.0
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), expected)
+    static = QuantConv2D(4, 3, padding="same", pad_values=-1.0)(keras.Input((6, 6, 2)))
+    assert static.shape == (None, 6, 6, 4)  # static shapes stay static
+
+
+def test_pad_values_zero_or_valid_padding_change_nothing():
+    x = rng.normal(size=(2, 6, 6, 2)).astype("float32")
+    for padding, pad_values in [("same", 0.0), ("valid", 1.0)]:
+        quant = QuantConv2D(3, 3, padding=padding, pad_values=pad_values,
+                            input_quantizer="ste_sign")
+        plain = keras.layers.Conv2D(3, 3, padding=padding)
+        plain.build(x.shape)
+        quant.build(x.shape)
+        plain.set_weights(quant.get_weights())
+        np.testing.assert_array_equal(quant(x), plain(sign(x)))
+    # Configs written before pad_values existed load with the default.
+    config = QuantConv2D(2, 3).get_config()
+    del config["pad_values"]
+    assert QuantConv2D.from_config(config).pad_values == 0.0
