@@ -22,6 +22,8 @@ import math
 import numbers
 import os
 
+import keras
+
 from kbnn.train.strategy import DISTRIBUTE_CHOICES
 
 __all__ = ["SettingError", "Settings"]
@@ -43,6 +45,14 @@ def _integer(value, minimum):
 def _real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool) \
         and math.isfinite(value)
+
+
+def _cluster_size():
+    """The number of processes $TF_CONFIG names (1 without it)."""
+    import tensorflow as tf
+
+    spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    return max(1, sum(spec.num_tasks(job) for job in spec.jobs))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +93,11 @@ class Settings:
         yield ("distribute", self.distribute is None or self.distribute in DISTRIBUTE_CHOICES
                or not isinstance(self.distribute, str),
                f"use {' or '.join(DISTRIBUTE_CHOICES)} (or a tf.distribute.Strategy).")
+        yield ("distribute", self.distribute != "multi_worker" or _cluster_size() <= 1,
+               f"Keras {keras.__version__}'s fit cannot train across several workers (it "
+               "reduces nested and scalar per-replica values, which MultiWorkerMirrored"
+               "Strategy refuses); train on one machine, with --distribute mirrored for all "
+               "its devices.")
         yield "shift", _integer(self.shift, 0), "give a shift in pixels >= 0."
         yield ("alpha", _real(self.alpha) and 0 <= self.alpha <= 1,
                "the weight of the distillation term is in [0, 1].")
