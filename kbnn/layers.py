@@ -24,12 +24,13 @@ imported) and imports no module a file names unless it belongs to Keras.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from kbnn import constraints as kbnn_constraints
-from kbnn import quantizers
+from kbnn import context, quantizers
 
-__all__ = ["QuantDense", "QuantConv2D", "QuantDepthwiseConv2D"]
+__all__ = ["QuantDense", "QuantConv2D", "QuantDepthwiseConv2D", "QuantizedKernel"]
 
 
 class _QuantizerMixin:
@@ -84,12 +85,55 @@ class _QuantizerMixin:
         finally:
             object.__setattr__(self, self._kernel_attribute, latent)
 
+    @property
+    def weights(self):
+        weights = super().weights
+        if self.kernel_quantizer is None or not context.should_quantize():
+            return weights
+        latent = getattr(self, self._kernel_attribute)
+        return [QuantizedKernel(self, w) if w is latent else w for w in weights]
+
     def get_config(self):
         return {
             **super().get_config(),
             "input_quantizer": quantizers.serialize(self.input_quantizer),
             self._kernel_quantizer_arg: quantizers.serialize(self.kernel_quantizer),
         }
+
+
+class QuantizedKernel:
+    """A layer's kernel read through its quantizer: what `weights` lists in `quantized_scope(True)`.
+
+    Reading (`numpy()`, `value`, `np.asarray`) gives the quantized kernel in
+    inference mode; `assign` writes the latent variable (`latent`), so
+    `set_weights` inside the scope works as outside it.
+    """
+
+    def __init__(self, layer, latent):
+        self._layer = layer
+        self.latent = latent
+
+    shape = property(lambda self: self.latent.shape)
+    dtype = property(lambda self: self.latent.dtype)
+    name = property(lambda self: self.latent.name)
+    path = property(lambda self: self.latent.path)
+    trainable = property(lambda self: self.latent.trainable)
+
+    @property
+    def value(self):
+        return self._layer._quantize(self._layer.kernel_quantizer, self.latent, training=False)
+
+    def numpy(self):
+        return ops.convert_to_numpy(self.value)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.numpy(), dtype=dtype)
+
+    def assign(self, value):
+        return self.latent.assign(value)
+
+    def __repr__(self):
+        return f"<QuantizedKernel of {self.path} through {type(self._layer.kernel_quantizer).__name__}>"
 
 
 def _same_padding(size, kernel_size, stride, dilation):

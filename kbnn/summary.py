@@ -24,7 +24,7 @@ import math
 
 import keras
 
-from kbnn import quantizers
+from kbnn import context, quantizers
 from kbnn.tables import render_table
 
 __all__ = ["LayerSummary", "ModelSummary", "summary"]
@@ -149,9 +149,9 @@ def summary(model, print_fn=print):
             f"Model {model.name!r} is not built, so its weights have no shape yet. "
             f"Give it an input (keras.Input(...)) or call model.build(input_shape)."
         )
-    result = ModelSummary(
-        name=model.name, layers=tuple(_layer_summary(l) for l in _leaf_layers(model))
-    )
+    with context.quantized_scope(False):  # count the variables, not quantized views
+        layers = tuple(_layer_summary(l) for l in _leaf_layers(model))
+    result = ModelSummary(name=model.name, layers=layers)
     if print_fn is not None:
         print_fn(str(result))
     return result
