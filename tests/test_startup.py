@@ -1,0 +1,37 @@
+"""kbnn.startup: kbnn's command lines start without TensorFlow's C++ start-up lines."""
+
+import doctest
+import os
+import subprocess
+import sys
+
+from kbnn import startup
+
+NOISE = ("I0000", "W0000", "E0000", "oneDNN", "cuda", "absl::InitializeLog")
+
+
+def test_docstring_examples():
+    assert doctest.testmod(startup).failed == 0
+
+
+def test_only_kbnn_command_lines_without_verbose_are_quiet():
+    assert startup.is_quiet_cli(["python", "-m", "kbnn.export", "m.keras", "--tflite"])
+    assert startup.is_quiet_cli(["python", "-X", "dev", "-mkbnn.train", "bnn_mlp"])
+    assert not startup.is_quiet_cli(["python", "-m", "kbnn.train", "bnn_mlp", "--verbose"])
+    assert not startup.is_quiet_cli(["python", "-m", "pytest", "tests"])
+    assert not startup.is_quiet_cli(["python", "-c", "import kbnn"])
+
+
+def test_export_command_line_hides_tensorflow_start_up_lines_unless_verbose():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+    def stderr(*extra):
+        result = subprocess.run([sys.executable, "-m", "kbnn.export", "--help", *extra],
+                                capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "--verbose" in result.stdout
+        return result.stderr
+
+    assert not [line for line in stderr().splitlines() if any(n in line for n in NOISE)]
+    verbose = stderr("--verbose")
+    assert "absl::InitializeLog" in verbose or "I0000" in verbose
