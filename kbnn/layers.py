@@ -1,8 +1,8 @@
-"""Quantized Keras layers: `QuantDense`, `QuantConv2D`, `QuantDepthwiseConv2D`.
+"""Quantized Keras layers: `QuantDense`, the `QuantConv*` family, depthwise and separable.
 
 Each subclasses its Keras layer, takes every argument of it (positional ones
 in Keras's order), and adds keyword-only quantizers for the input and the
-kernel. A binarized layer (BinaryNet style):
+kernel(s). A binarized layer (BinaryNet style):
 
 >>> import numpy as np, kbnn
 >>> layer = kbnn.layers.QuantDense(
@@ -14,14 +14,20 @@ kernel. A binarized layer (BinaryNet style):
 The quantizers apply in `call`, on every forward pass: the layer keeps real
 (latent) weights for the optimizer and computes with their quantized values.
 The computing itself is the Keras parent's own `call`, so every option of the
-parent (activation, bias, strides, dilation, data format, ...) works as it
-does there, and without quantizers a layer computes exactly what its parent
-does.
+parent (activation, bias, strides, dilation, groups, data format, ...) works
+as it does there, and without quantizers a layer computes exactly what its
+parent does. The layers and their arguments are Larq's: `QuantDense`,
+`QuantConv1D/2D/3D`, `QuantDepthwiseConv2D`, `QuantSeparableConv1D/2D`,
+`QuantConv2DTranspose`, `QuantConv3DTranspose` (Keras 3 has no
+LocallyConnected layers, so neither has kbnn). Every constraint argument of a
+quantized kernel also accepts "weight_clip".
 
 Loading a `.keras` file that holds these layers needs `import kbnn` first:
 Keras 3 finds a custom class only in its registry (filled when kbnn is
 imported) and imports no module a file names unless it belongs to Keras.
 """
+
+import collections
 
 import keras
 import numpy as np
@@ -30,30 +36,53 @@ from keras import ops
 from kbnn import constraints as kbnn_constraints
 from kbnn import context, quantizers
 
-__all__ = ["QuantDense", "QuantConv2D", "QuantDepthwiseConv2D", "QuantizedKernel"]
+__all__ = [
+    "QuantDense", "QuantConv1D", "QuantConv2D", "QuantConv3D", "QuantDepthwiseConv2D",
+    "QuantSeparableConv1D", "QuantSeparableConv2D", "QuantConv2DTranspose",
+    "QuantConv3DTranspose", "QuantizedKernel",
+]
+
+# One quantized kernel of a layer: the attribute holding its quantizer, the
+# constructor argument (and config key) naming it, the constraint argument,
+# and the attribute in which the Keras parent keeps the kernel variable and
+# reads it in `call`.
+_Slot = collections.namedtuple("_Slot", "quantizer argument constraint variable")
+_KERNEL = _Slot("kernel_quantizer", "kernel_quantizer", "kernel_constraint", "_kernel")
 
 
 class _QuantizerMixin:
-    """Quantizes a Keras layer's input and kernel, then hands off to the layer's own `call`.
+    """Quantizes a Keras layer's input and kernels, then hands off to the layer's own `call`.
 
-    The hook is `_kernel_attribute`: the attribute in which the Keras parent
-    keeps its kernel variable and reads it in `call` (`_kernel` behind
-    Dense's and Conv's `kernel` property; `kernel` itself in DepthwiseConv).
-    For the duration of the parent's `call` that attribute holds the
-    quantized kernel, as Larq's quantized variables read quantized inside
-    the layer's call.
+    The hook is `_slots`: where the Keras parent keeps each kernel variable
+    (`_kernel` behind Dense's and Conv's `kernel` property; `kernel` itself
+    in DepthwiseConv and ConvTranspose; two kernels in SeparableConv). For
+    the duration of the parent's `call` each holds its quantized kernel, as
+    Larq's quantized variables read quantized inside the layer's call.
     """
 
-    _kernel_attribute = "_kernel"
-    _kernel_quantizer_arg = "kernel_quantizer"
+    _slots = (_KERNEL,)
 
-    def _set_quantizers(self, input_quantizer, kernel_quantizer):
+    def __init__(self, *args, input_quantizer=None, **kwargs):
+        kernel_quantizers = [kwargs.pop(slot.argument, None) for slot in self._slots]
+        for slot in self._slots:
+            if slot.constraint in kwargs:
+                kwargs[slot.constraint] = kbnn_constraints.get(kwargs[slot.constraint])
+        super().__init__(*args, **kwargs)
         self.input_quantizer = quantizers.get(input_quantizer)
-        self.kernel_quantizer = quantizers.get(kernel_quantizer)
+        for slot, quantizer in zip(self._slots, kernel_quantizers):
+            setattr(self, slot.quantizer, quantizers.get(quantizer))
 
     @property
     def quantized(self):
-        return self.input_quantizer is not None or self.kernel_quantizer is not None
+        return self.input_quantizer is not None or bool(self.quantized_kernels())
+
+    def quantized_kernels(self):
+        """[(latent kernel variable, its quantizer)] for each kernel that has a quantizer."""
+        if not self.built:
+            return []
+        pairs = [(getattr(self, slot.variable), getattr(self, slot.quantizer))
+                 for slot in self._slots]
+        return [(variable, quantizer) for variable, quantizer in pairs if quantizer is not None]
 
     @staticmethod
     def _quantize(quantizer, value, training):
@@ -73,45 +102,51 @@ class _QuantizerMixin:
 
     def call(self, inputs, training=None):
         inputs = self.quantize_input(inputs, training)
-        if self.kernel_quantizer is None:
-            return super().call(inputs)
-        latent = getattr(self, self._kernel_attribute)
+        swapped = []
         # object.__setattr__ bypasses Keras's attribute tracking: the latent
-        # variable stays the tracked weight, the quantized tensor is never one.
-        object.__setattr__(self, self._kernel_attribute,
-                           self._quantize(self.kernel_quantizer, latent, training))
+        # variables stay the tracked weights, the quantized tensors never are.
         try:
+            for slot in self._slots:
+                quantizer = getattr(self, slot.quantizer)
+                if quantizer is not None:
+                    latent = getattr(self, slot.variable)
+                    object.__setattr__(self, slot.variable,
+                                       self._quantize(quantizer, latent, training))
+                    swapped.append((slot.variable, latent))
             return super().call(inputs)
         finally:
-            object.__setattr__(self, self._kernel_attribute, latent)
+            for attribute, latent in swapped:
+                object.__setattr__(self, attribute, latent)
 
     @property
     def weights(self):
         weights = super().weights
-        if self.kernel_quantizer is None or not context.should_quantize():
+        if not context.should_quantize():
             return weights
-        latent = getattr(self, self._kernel_attribute)
-        return [QuantizedKernel(self, w) if w is latent else w for w in weights]
+        views = {id(v): QuantizedKernel(self, v, q) for v, q in self.quantized_kernels()}
+        return [views.get(id(w), w) for w in weights]
 
     def get_config(self):
         return {
             **super().get_config(),
             "input_quantizer": quantizers.serialize(self.input_quantizer),
-            self._kernel_quantizer_arg: quantizers.serialize(self.kernel_quantizer),
+            **{slot.argument: quantizers.serialize(getattr(self, slot.quantizer))
+               for slot in self._slots},
         }
 
 
 class QuantizedKernel:
-    """A layer's kernel read through its quantizer: what `weights` lists in `quantized_scope(True)`.
+    """A layer's kernel read through its quantizer, as `weights` lists it in `quantized_scope`.
 
     Reading (`numpy()`, `value`, `np.asarray`) gives the quantized kernel in
     inference mode; `assign` writes the latent variable (`latent`), so
     `set_weights` inside the scope works as outside it.
     """
 
-    def __init__(self, layer, latent):
+    def __init__(self, layer, latent, quantizer):
         self._layer = layer
         self.latent = latent
+        self.quantizer = quantizer
 
     shape = property(lambda self: self.latent.shape)
     dtype = property(lambda self: self.latent.dtype)
@@ -121,7 +156,7 @@ class QuantizedKernel:
 
     @property
     def value(self):
-        return self._layer._quantize(self._layer.kernel_quantizer, self.latent, training=False)
+        return self._layer._quantize(self.quantizer, self.latent, training=False)
 
     def numpy(self):
         return ops.convert_to_numpy(self.value)
@@ -133,7 +168,7 @@ class QuantizedKernel:
         return self.latent.assign(value)
 
     def __repr__(self):
-        return f"<QuantizedKernel of {self.path} through {type(self._layer.kernel_quantizer).__name__}>"
+        return f"<QuantizedKernel of {self.path} through {type(self.quantizer).__name__}>"
 
 
 def _same_padding(size, kernel_size, stride, dilation):
@@ -158,7 +193,8 @@ class _PadValuesMixin:
     A binarized input padded with 1.0 stays +-1 everywhere.
     """
 
-    def _set_pad_values(self, pad_values):
+    def __init__(self, *args, pad_values=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
         self.pad_values = pad_values
         if self.padding == "causal" and pad_values != 0:
             raise ValueError(f"Layer {self.name!r}: causal padding cannot pad with "
@@ -204,44 +240,39 @@ class QuantDense(_QuantizerMixin, keras.layers.Dense):
         kernel_constraint: also accepts "weight_clip".
     """
 
-    def __init__(
-        self, units, *args, input_quantizer=None, kernel_quantizer=None,
-        kernel_constraint=None, **kwargs,
-    ):
-        super().__init__(
-            units, *args, kernel_constraint=kbnn_constraints.get(kernel_constraint), **kwargs
-        )
-        self._set_quantizers(input_quantizer, kernel_quantizer)
+
+class _QuantConv(_QuantizerMixin, _PadValuesMixin):
+    """A convolution with quantized input and kernel(s), and `pad_values`."""
 
 
 @keras.saving.register_keras_serializable(package="kbnn")
-class QuantConv2D(_QuantizerMixin, _PadValuesMixin, keras.layers.Conv2D):
-    """`keras.layers.Conv2D` with quantized input and kernel.
+class QuantConv1D(_QuantConv, keras.layers.Conv1D):
+    """`keras.layers.Conv1D` with quantized input and kernel; arguments as `QuantConv2D`'s."""
+
+
+@keras.saving.register_keras_serializable(package="kbnn")
+class QuantConv2D(_QuantConv, keras.layers.Conv2D):
+    """`keras.layers.Conv2D` with quantized input and kernel, and `pad_values`.
 
     >>> layer = kbnn.layers.QuantConv2D(8, 3, input_quantizer="ste_sign",
     ...                                 kernel_quantizer="ste_sign", padding="same",
     ...                                 pad_values=1.0)
 
-    `pad_values` (keyword-only, default 0.0): the value "same" padding pads
+    `pad_values` (keyword-only, default 0.0) is the value "same" padding pads
     the quantized input with. With 0.0 the zeros padded around a binarized
     input are not +-1 (BinaryNet-style models accept this, as Larq does by
-    default); 1.0 keeps every input of the binary convolution at +-1.
+    default); 1.0 keeps every input of a binary convolution at +-1. (In Larq
+    it is also the fifth positional argument; here positions are Keras's.)
     """
-
-    def __init__(
-        self, filters, kernel_size, *args, input_quantizer=None, kernel_quantizer=None,
-        kernel_constraint=None, pad_values=0.0, **kwargs,
-    ):
-        super().__init__(
-            filters, kernel_size, *args,
-            kernel_constraint=kbnn_constraints.get(kernel_constraint), **kwargs,
-        )
-        self._set_quantizers(input_quantizer, kernel_quantizer)
-        self._set_pad_values(pad_values)
 
 
 @keras.saving.register_keras_serializable(package="kbnn")
-class QuantDepthwiseConv2D(_QuantizerMixin, _PadValuesMixin, keras.layers.DepthwiseConv2D):
+class QuantConv3D(_QuantConv, keras.layers.Conv3D):
+    """`keras.layers.Conv3D` with quantized input and kernel; arguments as `QuantConv2D`'s."""
+
+
+@keras.saving.register_keras_serializable(package="kbnn")
+class QuantDepthwiseConv2D(_QuantConv, keras.layers.DepthwiseConv2D):
     """`keras.layers.DepthwiseConv2D` with quantized input and depthwise kernel.
 
     >>> layer = kbnn.layers.QuantDepthwiseConv2D(3, input_quantizer="ste_sign",
@@ -251,20 +282,57 @@ class QuantDepthwiseConv2D(_QuantizerMixin, _PadValuesMixin, keras.layers.Depthw
     `depthwise_constraint`), as in Larq; `pad_values` is that of `QuantConv2D`.
     """
 
-    _kernel_attribute = "kernel"
-    _kernel_quantizer_arg = "depthwise_quantizer"
-
-    def __init__(
-        self, kernel_size, *args, input_quantizer=None, depthwise_quantizer=None,
-        depthwise_constraint=None, pad_values=0.0, **kwargs,
-    ):
-        super().__init__(
-            kernel_size, *args,
-            depthwise_constraint=kbnn_constraints.get(depthwise_constraint), **kwargs,
-        )
-        self._set_quantizers(input_quantizer, depthwise_quantizer)
-        self._set_pad_values(pad_values)
+    _slots = (_Slot("kernel_quantizer", "depthwise_quantizer", "depthwise_constraint", "kernel"),)
 
     @property
     def depthwise_quantizer(self):
         return self.kernel_quantizer
+
+
+class _QuantSeparableConv(_QuantConv):
+    """A separable convolution: quantized input, depthwise and pointwise kernels, `pad_values`."""
+
+    _slots = (
+        _Slot("depthwise_quantizer", "depthwise_quantizer", "depthwise_constraint",
+              "depthwise_kernel"),
+        _Slot("pointwise_quantizer", "pointwise_quantizer", "pointwise_constraint",
+              "pointwise_kernel"),
+    )
+
+
+@keras.saving.register_keras_serializable(package="kbnn")
+class QuantSeparableConv1D(_QuantSeparableConv, keras.layers.SeparableConv1D):
+    """`keras.layers.SeparableConv1D`, quantized; arguments as `QuantSeparableConv2D`'s."""
+
+
+@keras.saving.register_keras_serializable(package="kbnn")
+class QuantSeparableConv2D(_QuantSeparableConv, keras.layers.SeparableConv2D):
+    """`keras.layers.SeparableConv2D` with quantized input and kernels.
+
+    >>> layer = kbnn.layers.QuantSeparableConv2D(
+    ...     8, 3, input_quantizer="ste_sign", depthwise_quantizer="ste_sign",
+    ...     pointwise_quantizer="ste_sign", padding="same", pad_values=1.0)
+
+    The quantizers are `depthwise_quantizer` and `pointwise_quantizer` (with
+    `depthwise_constraint` and `pointwise_constraint`), as in Larq;
+    `pad_values` is that of `QuantConv2D`.
+    """
+
+
+class _QuantConvTranspose(_QuantizerMixin):
+    """A transposed convolution with quantized input and kernel."""
+
+    _slots = (_KERNEL._replace(variable="kernel"),)
+
+
+@keras.saving.register_keras_serializable(package="kbnn")
+class QuantConv2DTranspose(_QuantConvTranspose, keras.layers.Conv2DTranspose):
+    """`keras.layers.Conv2DTranspose` with quantized input and kernel (no `pad_values`: Larq's).
+
+    >>> layer = kbnn.layers.QuantConv2DTranspose(4, 3, strides=2, kernel_quantizer="ste_sign")
+    """
+
+
+@keras.saving.register_keras_serializable(package="kbnn")
+class QuantConv3DTranspose(_QuantConvTranspose, keras.layers.Conv3DTranspose):
+    """`keras.layers.Conv3DTranspose`, quantized; arguments as `QuantConv2DTranspose`'s."""

@@ -4,7 +4,10 @@ import pytest
 import tensorflow as tf
 
 import kbnn
-from kbnn.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D
+from kbnn.layers import (
+    QuantConv1D, QuantConv2D, QuantConv2DTranspose, QuantConv3D, QuantConv3DTranspose, QuantDense,
+    QuantDepthwiseConv2D, QuantSeparableConv1D, QuantSeparableConv2D,
+)
 
 rng = np.random.default_rng(0)
 
@@ -309,3 +312,91 @@ def test_pad_values_zero_or_valid_padding_change_nothing():
     config = QuantConv2D(2, 3).get_config()
     del config["pad_values"]
     assert QuantConv2D.from_config(config).pad_values == 0.0
+
+
+@pytest.mark.parametrize("quant_cls, parent_cls, kwargs, shape", [
+    (QuantConv1D, keras.layers.Conv1D, dict(filters=3, kernel_size=3, strides=2), (2, 9, 2)),
+    (QuantConv1D, keras.layers.Conv1D, dict(filters=3, kernel_size=3, padding="causal"),
+     (2, 7, 2)),
+    (QuantConv3D, keras.layers.Conv3D, dict(filters=2, kernel_size=2), (1, 4, 5, 3, 2)),
+    (QuantConv2DTranspose, keras.layers.Conv2DTranspose,
+     dict(filters=3, kernel_size=3, strides=2, padding="same"), (2, 4, 5, 2)),
+    (QuantConv3DTranspose, keras.layers.Conv3DTranspose, dict(filters=2, kernel_size=2),
+     (1, 3, 3, 2, 2)),
+])
+def test_other_quantized_convolutions_are_their_parent_on_quantized_values(
+        quant_cls, parent_cls, kwargs, shape):
+    quant = quant_cls(**kwargs, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                      kernel_constraint="weight_clip")
+    assert isinstance(quant.kernel_constraint, kbnn.constraints.WeightClip)
+    plain = parent_cls(**kwargs)
+    quant.build(shape)
+    plain.build(shape)
+    weights = [w + 0.5 for w in quant.get_weights()]
+    quant.set_weights(weights)
+    plain.set_weights([sign(weights[0]), *weights[1:]])
+    x = rng.normal(size=shape).astype("float32")
+    np.testing.assert_array_equal(quant(x), plain(sign(x)))
+
+
+@pytest.mark.parametrize("quant_cls, parent_cls, shape", [
+    (QuantSeparableConv1D, keras.layers.SeparableConv1D, (2, 8, 3)),
+    (QuantSeparableConv2D, keras.layers.SeparableConv2D, (2, 6, 7, 3)),
+])
+def test_separable_convolutions_quantize_both_kernels(quant_cls, parent_cls, shape):
+    quant = quant_cls(4, 3, depth_multiplier=2, input_quantizer="ste_sign",
+                      depthwise_quantizer="ste_sign", pointwise_quantizer="approx_sign",
+                      depthwise_constraint="weight_clip", pointwise_constraint="weight_clip")
+    assert isinstance(quant.pointwise_constraint, kbnn.constraints.WeightClip)
+    plain = parent_cls(4, 3, depth_multiplier=2)
+    quant.build(shape)
+    plain.build(shape)
+    weights = [w + 0.3 for w in quant.get_weights()]
+    quant.set_weights(weights)
+    plain.set_weights([sign(weights[0]), sign(weights[1]), weights[2]])
+    x = rng.normal(size=shape).astype("float32")
+    np.testing.assert_allclose(quant(x), plain(sign(x)), rtol=1e-6, atol=1e-5)
+    config = quant.get_config()
+    assert config["pointwise_quantizer"]["class_name"] == "ApproxSign"
+    assert "kernel_quantizer" not in config
+    assert [q.__class__.__name__ for _, q in quant.quantized_kernels()] == [
+        "SteSign", "ApproxSign"]
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: QuantConv1D(2, 4, strides=3, padding="same", pad_values=1.0,
+                         input_quantizer="ste_sign"), (1, 10, 2)),
+    (lambda: QuantConv3D(2, 3, padding="same", pad_values=1.0,
+                         input_quantizer="ste_sign"), (1, 3, 4, 5, 1)),
+    (lambda: QuantSeparableConv2D(2, 3, strides=2, padding="same", pad_values=1.0,
+                                  input_quantizer="ste_sign"), (1, 5, 6, 2)),
+])
+def test_pad_values_on_every_convolution_with_same_padding(make, shape):
+    quant = make()
+    x = rng.normal(size=shape).astype("float32")
+    y = quant(x)
+    pads = [(0, 0), *(same_pads(n, k, s) for n, k, s in
+                      zip(shape[1:-1], quant.kernel_size, quant.strides)), (0, 0)]
+    config = {**quant.get_config(), "padding": "valid", "pad_values": 0.0,
+              "input_quantizer": None}
+    valid = type(quant).from_config(config)
+    padded = np.pad(sign(x), pads, constant_values=1.0)
+    valid.build(padded.shape)
+    valid.set_weights(quant.get_weights())
+    np.testing.assert_allclose(y, valid(padded), rtol=1e-6, atol=1e-6)
+
+
+def test_every_layer_round_trips_through_a_keras_file(tmp_path):
+    inputs = keras.Input((6, 6, 2))
+    x = QuantSeparableConv2D(3, 3, padding="same", pad_values=1.0, input_quantizer="ste_sign",
+                             depthwise_quantizer="ste_sign", pointwise_quantizer="ste_sign")(inputs)
+    x = QuantConv2DTranspose(2, 3, strides=2, kernel_quantizer="ste_tern")(x)
+    x = keras.layers.Reshape((13 * 13, 2))(x)
+    x = QuantConv1D(2, 3, padding="same", pad_values=-1.0, kernel_quantizer="dorefa_quantizer",
+                    input_quantizer=kbnn.quantizers.DoReFa(k_bit=2))(x)
+    model = keras.Model(inputs, x)
+    x = rng.normal(size=(2, 6, 6, 2)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert [type(l) for l in restored.layers] == [type(l) for l in model.layers]
