@@ -237,7 +237,7 @@ def test_ema_validates_and_keeps_the_averaged_weights(tmp_path, tiny_fashion_mni
     (["--epochs", "0"], "--epochs 0: train for at least 1 epoch"),
     (["--batch-size", "0"], "--batch-size 0: give a batch size >= 1"),
     (["--validation-size", "-5"], "--validation-size -5: give a number of held-out"),
-    (["--hidden", "16", "0"], "--hidden: hidden_units=(16, 0): give one or more positive layer widths"),
+    (["--hidden", "16", "0"], "--hidden: hidden_units=(16, 0): give one or more positive"),
     (["--alpha", "1.5"], "--alpha 1.5: the weight of the distillation term is in [0, 1]"),
     (["--ema", "1"], "--ema 1.0: give a moving-average momentum in [0, 1)"),
     (["--init", "missing.keras"], "--init missing.keras: no such file"),
