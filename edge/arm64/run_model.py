@@ -34,8 +34,9 @@ def build_interpreter(model_path, delegate_path=None):
 def run(interpreter, inputs):
     """The first output of `interpreter` for every row of `inputs`, stacked on axis 0."""
     [detail] = interpreter.get_input_details()
-    shape, signature = detail["shape"], detail["shape_signature"]
-    if tuple(inputs.shape[1:]) != tuple(shape[1:]):
+    shape = [int(n) for n in detail["shape"]]
+    signature = [int(n) for n in detail["shape_signature"]]
+    if list(inputs.shape[1:]) != shape[1:]:
         raise SystemExit(f"run_model: inputs have rows of shape {tuple(inputs.shape[1:])}, "
                          f"the model takes {tuple(shape[1:])}; reshape INPUTS.npy to "
                          f"(N, {', '.join(map(str, shape[1:]))})")
@@ -43,7 +44,7 @@ def run(interpreter, inputs):
         interpreter.resize_tensor_input(detail["index"], [len(inputs), *shape[1:]])
         chunk = len(inputs)
     else:
-        chunk = int(shape[0])
+        chunk = shape[0]
     interpreter.allocate_tensors()
     output_index = interpreter.get_output_details()[0]["index"]
     outputs = []

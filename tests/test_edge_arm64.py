@@ -1,0 +1,232 @@
+"""The released models' exports give on an (emulated) ARM64 CPU what they give on x86.
+
+`edge/arm64/run.sh` runs the stock aarch64 LiteRT (the official ai-edge-litert wheel)
+under qemu on an emulated Cortex-A53; the x86 side runs the same script
+(`edge/arm64/run_model.py`) in this process with the x86 wheel. Both get the first 200
+Fashion-MNIST test images.
+
+Measured here (ai-edge-litert 2.3.0 on both sides, 200 images): packed and int8 files of
+both models give bit-identical logits; the float files differ in the last bits (max
+|diff| 1.4e-4 for the MLP and 7.4e-5 for the CNN, i.e. 4.5e-6 and 2.8e-6 of the row's
+largest |logit|), as XNNPACK's aarch64 and x86 float kernels sum in different orders. So
+packed and int8 must be equal, float within FLOAT_RTOL of each row's largest |logit|,
+and top-1 equal everywhere.
+
+Without qemu-aarch64-static or a prepared environment (`edge/arm64/prepare.sh`) the tests
+skip, except in CI (`CI=true`), where .ci/run prepares it and a missing piece fails.
+Emulation is slow (the packed CNN takes minutes), so the ARM runs start together, two at
+a time, and only for the tests that were selected.
+"""
+
+import concurrent.futures
+import importlib.util
+import os
+import pathlib
+import subprocess
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RUN_SH = REPO / "edge" / "arm64" / "run.sh"
+MODELS = {"mlp": "bnn_mlp_1024_deterministic", "cnn": "bnn_cnn_shortcuts_deterministic"}
+MODES = ("packed", "int8", "float")
+IMAGES = 200
+FLOAT_RTOL = 1e-4  # of the row's largest |logit|; measured at most 4.5e-6 (see above)
+EMULATION_TIMEOUT = 1800  # seconds for one file on 200 images; the packed CNN needs ~200
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def require(condition, reason):
+    """Skip on a developer's machine, fail in CI, where everything must be prepared."""
+    if condition:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: .ci/run should have prepared it)")
+    pytest.skip(reason)
+
+
+def _run_model_module():
+    spec = importlib.util.spec_from_file_location("run_model", RUN_SH.parent / "run_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _arm64_ready():
+    """None if edge/arm64/run.sh works, else why not."""
+    try:
+        check = subprocess.run([str(RUN_SH), "--check"], capture_output=True, text=True,
+                               timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"edge/arm64/run.sh --check failed: {error}"
+    if check.returncode != 0:
+        return (f"no emulated ARM64 environment ({check.stderr.strip()[-300:]}); "
+                "run edge/arm64/prepare.sh")
+    return None
+
+
+@pytest.fixture(scope="module")
+def arm64_environment():
+    reason = _arm64_ready()
+    require(reason is None, reason)
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    from conftest import FASHION_MNIST
+    from kbnn.data import load_fashion_mnist
+
+    require((FASHION_MNIST / "t10k-images-idx3-ubyte.gz").exists(),
+            f"Fashion-MNIST not found at {FASHION_MNIST}")
+    images, _ = load_fashion_mnist("test", data_dir=FASHION_MNIST, as_numpy=True)
+    return np.ascontiguousarray(images[:IMAGES], np.float32)
+
+
+def _selected_cases(session):
+    """The (model, mode) pairs of this module's selected comparison tests."""
+    cases = []
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        if (item.module.__name__ == __name__ and callspec and "model" in callspec.params
+                and "mode" in callspec.params):
+            cases.append((callspec.params["model"], callspec.params["mode"]))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def outputs(request, arm64_environment, test_images, tmp_path_factory):
+    """{(model, mode): future of (x86 logits, arm64 logits)} for every selected case."""
+    import keras
+
+    import kbnn  # noqa: F401  (registers the layers)
+    import kbnn.export
+
+    directory = tmp_path_factory.mktemp("arm64")
+    inputs = directory / "inputs.npy"
+    np.save(inputs, test_images)
+    run_model = _run_model_module()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    jobs = {}
+    loaded = {}
+    for model_key, mode in _selected_cases(request.session):
+        if model_key not in loaded:
+            loaded[model_key] = keras.models.load_model(
+                REPO / "saved_models" / f"{MODELS[model_key]}.keras")
+        tflite = directory / f"{model_key}_{mode}.tflite"
+        tflite.write_bytes(kbnn.export.to_tflite(loaded[model_key], weights=mode))
+        arm_out = directory / f"{model_key}_{mode}.arm64.npy"
+        arm = pool.submit(subprocess.run, [str(RUN_SH), str(tflite), str(inputs), str(arm_out)],
+                          capture_output=True, text=True, timeout=EMULATION_TIMEOUT)
+        x86 = run_model.run(run_model.build_interpreter(str(tflite)), test_images)
+        jobs[model_key, mode] = (x86, arm, arm_out)
+    yield jobs
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _arm64_logits(job):
+    x86, arm, arm_out = job
+    result = arm.result()
+    assert result.returncode == 0, f"edge/arm64/run.sh failed:\n{result.stderr[-3000:]}"
+    return x86, np.load(arm_out)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_arm64_matches_x86(outputs, model, mode):
+    x86, arm = _arm64_logits(outputs[model, mode])
+    assert arm.shape == x86.shape == (IMAGES, 10)
+    np.testing.assert_array_equal(arm.argmax(1), x86.argmax(1))
+    if mode == "float":
+        scale = np.abs(x86).max(axis=1, keepdims=True)
+        worst = float((np.abs(arm - x86) / scale).max())
+        assert worst <= FLOAT_RTOL, f"{model} float: ARM64 differs by {worst:.2e} of the " \
+                                    f"largest logit (allowed {FLOAT_RTOL:.0e})"
+    else:
+        np.testing.assert_array_equal(arm, x86, err_msg=f"{model} {mode}: not bit-identical")
+
+
+def test_run_sh_rejects_wrong_input_shape(arm64_environment, tmp_path):
+    """A bad input file fails with exit status != 0, a message naming the shapes, no output."""
+    import keras
+
+    import kbnn  # noqa: F401
+    import kbnn.export
+
+    model = keras.Sequential([keras.Input((16,)), kbnn.layers.QuantDense(
+        4, kernel_quantizer="ste_sign", use_bias=False)])
+    tflite = tmp_path / "tiny.tflite"
+    tflite.write_bytes(kbnn.export.to_tflite(model))
+    np.save(tmp_path / "good.npy", np.ones((3, 16), np.float32))
+    np.save(tmp_path / "bad.npy", np.ones((3, 15), np.float32))
+    good = subprocess.run([str(RUN_SH), str(tflite), str(tmp_path / "good.npy"),
+                           str(tmp_path / "out.npy")], capture_output=True, text=True,
+                          timeout=300)
+    assert good.returncode == 0, good.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"),
+                                  _x86(tflite, np.ones((3, 16), np.float32)))
+    bad = subprocess.run([str(RUN_SH), str(tflite), str(tmp_path / "bad.npy"),
+                          str(tmp_path / "bad_out.npy")], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode != 0
+    assert "(15,)" in bad.stderr and "(16,)" in bad.stderr
+    assert not (tmp_path / "bad_out.npy").exists()
+
+
+def test_static_batch_runs_in_chunks(arm64_environment, tmp_path):
+    """A file with a static batch of 4 runs 10 rows as 3 padded chunks, same as x86.
+
+    Inputs and weights are both binarized, so every output is an exact integer sum."""
+    import keras
+
+    import kbnn  # noqa: F401
+    import kbnn.export
+
+    model = keras.Sequential([keras.Input((16,)), kbnn.layers.QuantDense(
+        4, input_quantizer="ste_sign", kernel_quantizer="ste_sign", use_bias=False)])
+    tflite = tmp_path / "b4.tflite"
+    tflite.write_bytes(kbnn.export.to_tflite(model, batch_size=4))
+    rows = np.random.default_rng(0).random((10, 16), np.float32)
+    np.save(tmp_path / "in.npy", rows)
+    result = subprocess.run([str(RUN_SH), str(tflite), str(tmp_path / "in.npy"),
+                             str(tmp_path / "out.npy")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    expected = _x86(tflite, rows)
+    assert expected.shape == (10, 4)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+
+
+def _x86(tflite, rows):
+    run_model = _run_model_module()
+    return run_model.run(run_model.build_interpreter(str(tflite)), rows)
+
+
+AARCH64_DELEGATE = REPO / "kbnn" / "runtime" / "build" / "aarch64" / "libkbnn_delegate.so"
+
+
+def test_delegate_aarch64_matches_stock_runtime(arm64_environment, test_images, tmp_path):
+    """kbnn's delegate, cross-built for aarch64, gives the stock runtime's outputs on ARM64."""
+    if not AARCH64_DELEGATE.exists():
+        pytest.skip(f"no aarch64 build of kbnn's LiteRT delegate at "
+                    f"{AARCH64_DELEGATE.relative_to(REPO)}: kbnn/runtime has no aarch64 "
+                    f"cross-build yet")
+    import keras
+
+    import kbnn  # noqa: F401
+    import kbnn.export
+
+    model = keras.models.load_model(REPO / "saved_models" / f"{MODELS['mlp']}.keras")
+    tflite = tmp_path / "mlp_packed.tflite"
+    tflite.write_bytes(kbnn.export.to_tflite(model, weights="packed"))
+    np.save(tmp_path / "in.npy", test_images)
+    runs = {}
+    for name, extra in (("stock", []), ("delegate", ["--delegate", str(AARCH64_DELEGATE)])):
+        result = subprocess.run([str(RUN_SH), str(tflite), str(tmp_path / "in.npy"),
+                                 str(tmp_path / f"{name}.npy"), *extra],
+                                capture_output=True, text=True, timeout=EMULATION_TIMEOUT)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = np.load(tmp_path / f"{name}.npy")
+    np.testing.assert_array_equal(runs["delegate"].argmax(1), runs["stock"].argmax(1))
+    np.testing.assert_allclose(runs["delegate"], runs["stock"], rtol=0, atol=1e-4)

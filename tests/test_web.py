@@ -1,0 +1,119 @@
+"""The browser demo (web/) classifies its samples in headless Chromium as Python LiteRT does.
+
+The page runs the packed 784-1024-10 BNN, exported with a static batch of 1, on
+LiteRT.js (WebAssembly); `index.html?selftest=1` writes its predictions and logits into
+#kbnn-selftest. Served from web/ by a local http.server on 127.0.0.1 (a free port), driven
+through Chromium's DevTools pipe (web/headless.py, standard library only).
+
+Measured here (@litertjs/core 2.5.3 in Chromium 156 vs ai-edge-litert 2.3.0 on x86,
+16 samples): identical predictions and bit-identical logits; the test requires both.
+
+Without chromium or web/node_modules (`npm ci` in web/) the tests skip, except in CI
+(`CI=true`), where .ci/run installs them and a missing piece fails.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+WEB = REPO / "web"
+sys.path.insert(0, str(WEB))
+
+import build  # noqa: E402  (web/build.py)
+import headless  # noqa: E402  (web/headless.py)
+
+
+def require(condition, reason):
+    """Skip on a developer's machine, fail in CI, where everything must be installed."""
+    if condition:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: .ci/run should have installed it)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def demo_url():
+    """The demo served from web/ on 127.0.0.1, with its model freshly exported."""
+    require(headless.find_chromium() is not None, "no chromium on PATH (apt-get install chromium)")
+    require((WEB / "node_modules" / "@litertjs" / "core" / "wasm").is_dir(),
+            "web/node_modules has no @litertjs/core; run `npm ci` in web/")
+    build.build_model()  # the file the page loads, from the current exporter
+    server = build.make_server(port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/index.html"
+    server.shutdown()
+    server.server_close()
+
+
+def python_logits(model_path, images):
+    """Logits of every image, one invoke each (the file's batch is 1), by x86 LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model_path), num_threads=1)
+    interpreter.allocate_tensors()
+    [inp], [out] = interpreter.get_input_details(), interpreter.get_output_details()
+    assert list(inp["shape_signature"]) == [1, 28, 28, 1], "the page needs a static batch of 1"
+    logits = []
+    for image in images:
+        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.invoke()
+        logits.append(interpreter.get_tensor(out["index"])[0].copy())
+    return np.stack(logits)
+
+
+def test_selftest_matches_python_litert(demo_url, tmp_path):
+    screenshot = tmp_path / "screenshot.png"
+    result = headless.run_selftest(f"{demo_url}?selftest=1", screenshot=str(screenshot))
+    assert "error" not in result, f"the page failed: {result['error']}; console: " \
+                                  f"{result['console']}"
+    assert result["model"] == build.MODEL.name
+    images = build.read_samples()
+    expected = python_logits(build.MODEL, images)
+    logits = np.array(result["logits"], np.float32)
+    assert logits.shape == expected.shape == (len(images), 10)
+    assert result["predictions"] == expected.argmax(1).tolist()
+    np.testing.assert_array_equal(logits, expected)
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("KBNN_WEB_SCREENSHOT"):  # refresh the README's picture on request
+        shutil.copyfile(screenshot, os.environ["KBNN_WEB_SCREENSHOT"])
+
+
+def test_picking_a_sample_shows_its_class_and_bars(demo_url):
+    """Clicking a sample shows Python's prediction for it, ten bars and a latency."""
+    samples = json.loads(build.SAMPLES.read_text())
+    names = samples["class_names"]
+    pick = 3
+    truth = names[samples["samples"][pick]["label"]]
+    assert truth != names[samples["samples"][0]["label"]]  # the page opens on sample 0
+    expected = python_logits(build.MODEL, build.read_samples()[pick:pick + 1])[0]
+    with headless.Chromium() as browser:
+        browser.open(demo_url)
+        browser.wait_for("document.getElementById('status')?.textContent === 'Ready.'")
+        browser.evaluate(f"document.querySelectorAll('.sample')[{pick}].click()")
+        browser.wait_for("document.querySelector('.bar.truth .name')?.textContent === "
+                         + json.dumps(f"{truth} (true)"))
+        assert browser.evaluate("document.getElementById('predicted').textContent") == \
+            names[int(expected.argmax())]
+        widths = browser.evaluate(
+            "[...document.querySelectorAll('.bar .fill')].map(e => parseFloat(e.style.width))")
+        latency = browser.evaluate("document.getElementById('latency').textContent")
+    probabilities = np.exp(expected - expected.max())
+    probabilities /= probabilities.sum()
+    np.testing.assert_allclose(widths, 100 * probabilities, atol=0.051)  # shown to 0.1%
+    assert latency.endswith("ms per image (median of 7 runs)")
+
+
+def test_page_reports_a_missing_model(demo_url):
+    """?model= naming an absent file says which file and how to build it."""
+    result = headless.run_selftest(f"{demo_url}?selftest=1&model=absent.tflite", timeout=60)
+    assert "models/absent.tflite: HTTP 404" in result["error"]
+    assert "python web/build.py" in result["error"]
