@@ -112,6 +112,29 @@ def test_picking_a_sample_shows_its_class_and_bars(demo_url):
     assert latency.endswith("ms per image (median of 7 runs)")
 
 
+def test_drawing_is_classified_as_python_litert_classifies_it(demo_url):
+    """A stroke drawn with the mouse is averaged to 28x28 and classified like in Python."""
+    with headless.Chromium() as browser:
+        browser.open(demo_url)
+        browser.wait_for("document.getElementById('status')?.textContent === 'Ready.'")
+        browser.evaluate("document.getElementById('clear').click()")
+        box = browser.evaluate("(({x, y}) => [x, y])(document.getElementById('draw')"
+                               ".getBoundingClientRect())")
+        # a trouser-like shape: two vertical strokes joined at the top
+        for stroke in ([(110, 40), (140, 40), (170, 40)], [(110, 40), (100, 150), (95, 250)],
+                       [(170, 40), (180, 150), (185, 250)]):
+            browser.drag([(box[0] + x, box[1] + y) for x, y in stroke])
+        last = browser.wait_for("window.kbnnLast?.pixels.filter(v => v > 0).length > 40 "
+                                "&& window.kbnnLast")
+        status = browser.evaluate("document.getElementById('status').textContent")
+    assert status == "Ready."
+    pixels = np.array(last["pixels"], np.uint8)
+    assert pixels.max() > 200 and (pixels == 0).sum() > 392  # light strokes on black
+    image = pixels.reshape(1, 28, 28, 1).astype(np.float32) / np.float32(255)
+    np.testing.assert_array_equal(np.array(last["logits"], np.float32),
+                                  python_logits(build.MODEL, image)[0])
+
+
 def test_page_reports_a_missing_model(demo_url):
     """?model= naming an absent file says which file and how to build it."""
     result = headless.run_selftest(f"{demo_url}?selftest=1&model=absent.tflite", timeout=60)

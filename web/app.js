@@ -182,6 +182,8 @@ async function main() {
   const classify = (pixels, label) => {
     pending = pending.then(async () => {
       const {logits, ms} = await classifier.timed(toInput(pixels));
+      // What was shown last, for tests and for the curious (the browser console).
+      window.kbnnLast = {pixels: Array.from(pixels), logits};
       drawBars(classNames, logits, label);
       $('latency').textContent = `${ms.toFixed(3)} ms per image (median of ${LATENCY_RUNS} runs)`;
     }).catch(showError);

@@ -159,6 +159,18 @@ class Chromium:
                                     f"console: {self.console[-10:]}")
             time.sleep(interval)
 
+    def drag(self, points):
+        """Press the left mouse button at the first (x, y) page point, move through the
+        others and release it at the last, as a person drawing would."""
+        def mouse(kind, x, y, buttons):
+            self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y,
+                                                   "button": "left", "buttons": buttons,
+                                                   "clickCount": 1})
+        mouse("mousePressed", *points[0], 1)
+        for x, y in points[1:]:
+            mouse("mouseMoved", x, y, 1)
+        mouse("mouseReleased", *points[-1], 0)
+
     def screenshot(self, path):
         """Save the page's viewport as a PNG file."""
         data = self.send("Page.captureScreenshot", {"format": "png"})["data"]
