@@ -196,12 +196,20 @@ def test_kernels_agree_with_the_reference(level):
             assert lib.kbnn_run_kernel(runtime.KERNEL_LEVELS[level], which, x.ctypes.data,
                                        w.ctypes.data, words, rows, out.ctypes.data) == 0
             np.testing.assert_array_equal(out, expected)
-        out = np.zeros(rows, np.float32)
-        lib.kbnn_run_kernel(runtime.KERNEL_LEVELS[level], 2, xf.ctypes.data, w.ctypes.data,
-                            words, rows, out.ctypes.data)
-        exact = bits.astype(np.float64) @ xf.astype(np.float64)
-        scale = np.abs(xf).sum()
-        np.testing.assert_allclose(out, exact, rtol=0, atol=1e-6 * scale)
+    # ordered sums: blocks of 16 rows, per input the rows' bits; float32, input order
+    for k, blocks in [(1, 1), (13, 2), (784, 5)]:
+        masks = rng.integers(0, 2**16, (blocks, k), dtype=np.uint16)
+        xf = rng.normal(size=k).astype(np.float32)
+        bits = (masks[:, None, :] >> np.arange(16)[None, :, None]) & 1  # [blocks, 16, k]
+        for which, low in [(2, -1.0), (3, 0.0)]:
+            levels = np.where(bits == 1, 1.0, low).astype(np.float32).reshape(-1, k)
+            expected = np.zeros(blocks * 16, np.float32)
+            for i in range(k):  # one rounding per input, in order, as the stock kernel
+                expected = (expected + levels[:, i] * xf[i]).astype(np.float32)
+            out = np.zeros(blocks * 16, np.float32)
+            assert lib.kbnn_run_kernel(runtime.KERNEL_LEVELS[level], which, xf.ctypes.data,
+                                       masks.ctypes.data, k, blocks, out.ctypes.data) == 0
+            np.testing.assert_array_equal(out, expected)
     assert lib.kbnn_run_kernel(0, 0, x.ctypes.data, w.ctypes.data, 7, 1, out.ctypes.data) == -1
 
 

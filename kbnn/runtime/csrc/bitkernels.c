@@ -34,19 +34,17 @@ static void ref_and_popcount(const uint64_t *x, const uint64_t *w, size_t words,
   }
 }
 
-/* Summed in double, in index order: the most accurate of the kernels, which are
- * tested against it with a float32 rounding tolerance. */
-static void ref_masked_sum(const float *x, const uint64_t *w, size_t words, size_t rows,
-                           float *out) {
-  for (size_t j = 0; j < rows; ++j) {
-    double sum = 0.0;
-    for (size_t i = 0; i < words; ++i) {
-      uint64_t bits = w[j * words + i];
-      for (int b = 0; b < 64; ++b)
-        if ((bits >> b) & 1) sum += x[i * 64 + b];
+static void ref_ordered_sum(const float *x, const uint16_t *masks, size_t k, size_t blocks,
+                            int zero_low, float *out) {
+  for (size_t b = 0; b < blocks; ++b)
+    for (int r = 0; r < 16; ++r) {
+      float acc = 0.0f;
+      for (size_t i = 0; i < k; ++i) {
+        if ((masks[b * k + i] >> r) & 1) acc = acc + x[i];
+        else if (!zero_low) acc = acc + (-x[i]);
+      }
+      out[b * 16 + r] = acc;
     }
-    out[j] = (float)sum;
-  }
 }
 
 /* ---- x86-64 ----------------------------------------------------------------------------- */
@@ -109,25 +107,6 @@ __attribute__((target("popcnt"))) static void popcnt_and_popcount(
   }
 }
 
-/* Float sums with 8 independent accumulators: fast, and within float32 rounding of the
- * reference. */
-static void scalar_masked_sum(const float *x, const uint64_t *w, size_t words, size_t rows,
-                              float *out) {
-  for (size_t j = 0; j < rows; ++j) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (size_t i = 0; i < words; ++i) {
-      uint64_t bits = w[j * words + i];
-      const float *xi = x + i * 64;
-      while (bits) {
-        int b = __builtin_ctzll(bits);
-        acc[b & 7] += xi[b];
-        bits &= bits - 1;
-      }
-    }
-    out[j] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  }
-}
-
 /* AVX2 has no vector popcount: count nibbles with a shuffle table (Mula's method). */
 __attribute__((target("avx2,popcnt"))) static inline __m256i avx2_popcount_bytes(__m256i v) {
   const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1,
@@ -170,25 +149,26 @@ __attribute__((target("avx2,popcnt"))) static void avx2_and_popcount(
   KBNN_AVX2_POPCOUNT_BODY(_mm256_and_si256)
 }
 
-__attribute__((target("avx2,popcnt"))) static void avx2_masked_sum(
-    const float *x, const uint64_t *w, size_t words, size_t rows, float *out) {
+/* 16 rows as two vectors of 8; each lane adds +x or -x (or 0): one rounding per input. */
+__attribute__((target("avx2,popcnt"))) static void avx2_ordered_sum(
+    const float *x, const uint16_t *masks, size_t k, size_t blocks, int zero_low, float *out) {
   const __m256i lanes = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-  for (size_t j = 0; j < rows; ++j) {
-    const uint8_t *bytes = (const uint8_t *)(w + j * words);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (size_t i = 0; i < words * 8; i += 2) {
-      __m256i m0 = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(bytes[i]), lanes), lanes);
-      __m256i m1 =
-          _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(bytes[i + 1]), lanes), lanes);
-      acc0 = _mm256_add_ps(acc0, _mm256_and_ps(_mm256_loadu_ps(x + 8 * i), _mm256_castsi256_ps(m0)));
-      acc1 = _mm256_add_ps(acc1,
-                           _mm256_and_ps(_mm256_loadu_ps(x + 8 * i + 8), _mm256_castsi256_ps(m1)));
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (size_t b = 0; b < blocks; ++b) {
+    const uint16_t *m = masks + b * k;
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (size_t i = 0; i < k; ++i) {
+      __m256 xp = _mm256_broadcast_ss(x + i);
+      __m256 xn = zero_low ? _mm256_setzero_ps() : _mm256_xor_ps(xp, sign);
+      __m256 mlo = _mm256_castsi256_ps(
+          _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(m[i] & 0xff), lanes), lanes));
+      __m256 mhi = _mm256_castsi256_ps(
+          _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(m[i] >> 8), lanes), lanes));
+      lo = _mm256_add_ps(lo, _mm256_blendv_ps(xn, xp, mlo));
+      hi = _mm256_add_ps(hi, _mm256_blendv_ps(xn, xp, mhi));
     }
-    __m256 acc = _mm256_add_ps(acc0, acc1);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    out[j] = _mm_cvtss_f32(s);
+    _mm256_storeu_ps(out + b * 16, lo);
+    _mm256_storeu_ps(out + b * 16 + 8, hi);
   }
 }
 
@@ -234,23 +214,39 @@ KBNN_AVX512_TARGET static void avx512_and_popcount(const uint64_t *x, const uint
   }
 }
 
-/* The weight bits are the AVX-512 write masks: one masked add per 16 inputs. */
-KBNN_AVX512_TARGET static void avx512_masked_sum(const float *x, const uint64_t *w,
-                                                 size_t words, size_t rows, float *out) {
-  for (size_t j = 0; j < rows; ++j) {
-    const uint64_t *row = w + j * words;
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(),
-           a3 = _mm512_setzero_ps();
-    for (size_t i = 0; i < words; ++i) {
-      uint64_t bits = row[i];
-      if (!bits) continue;
-      const float *xi = x + 64 * i;
-      a0 = _mm512_mask_add_ps(a0, (__mmask16)bits, a0, _mm512_loadu_ps(xi));
-      a1 = _mm512_mask_add_ps(a1, (__mmask16)(bits >> 16), a1, _mm512_loadu_ps(xi + 16));
-      a2 = _mm512_mask_add_ps(a2, (__mmask16)(bits >> 32), a2, _mm512_loadu_ps(xi + 32));
-      a3 = _mm512_mask_add_ps(a3, (__mmask16)(bits >> 48), a3, _mm512_loadu_ps(xi + 48));
+/* The 16 rows' weight bits are an AVX-512 blend mask; four blocks share each broadcast. */
+KBNN_AVX512_TARGET static void avx512_ordered_sum(const float *x, const uint16_t *masks,
+                                                  size_t k, size_t blocks, int zero_low,
+                                                  float *out) {
+  const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+  size_t b = 0;
+  for (; b + 4 <= blocks; b += 4) {
+    const uint16_t *m0 = masks + b * k, *m1 = m0 + k, *m2 = m1 + k, *m3 = m2 + k;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < k; ++i) {
+      __m512 xp = _mm512_set1_ps(x[i]);
+      __m512 xn = zero_low ? _mm512_setzero_ps()
+                           : _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(xp), sign));
+      a0 = _mm512_add_ps(a0, _mm512_mask_blend_ps((__mmask16)m0[i], xn, xp));
+      a1 = _mm512_add_ps(a1, _mm512_mask_blend_ps((__mmask16)m1[i], xn, xp));
+      a2 = _mm512_add_ps(a2, _mm512_mask_blend_ps((__mmask16)m2[i], xn, xp));
+      a3 = _mm512_add_ps(a3, _mm512_mask_blend_ps((__mmask16)m3[i], xn, xp));
     }
-    out[j] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    _mm512_storeu_ps(out + b * 16, a0);
+    _mm512_storeu_ps(out + b * 16 + 16, a1);
+    _mm512_storeu_ps(out + b * 16 + 32, a2);
+    _mm512_storeu_ps(out + b * 16 + 48, a3);
+  }
+  for (; b < blocks; ++b) {
+    const uint16_t *m0 = masks + b * k;
+    __m512 a0 = _mm512_setzero_ps();
+    for (size_t i = 0; i < k; ++i) {
+      __m512 xp = _mm512_set1_ps(x[i]);
+      __m512 xn = zero_low ? _mm512_setzero_ps()
+                           : _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(xp), sign));
+      a0 = _mm512_add_ps(a0, _mm512_mask_blend_ps((__mmask16)m0[i], xn, xp));
+    }
+    _mm512_storeu_ps(out + b * 16, a0);
   }
 }
 #endif /* x86-64 */
@@ -283,20 +279,26 @@ static void neon_and_popcount(const uint64_t *x, const uint64_t *w, size_t words
   KBNN_NEON_POPCOUNT_BODY(vandq_u64)
 }
 
-static void neon_masked_sum(const float *x, const uint64_t *w, size_t words, size_t rows,
-                            float *out) {
+static void neon_ordered_sum(const float *x, const uint16_t *masks, size_t k, size_t blocks,
+                             int zero_low, float *out) {
   const uint32_t lane_bits[4] = {1, 2, 4, 8};
   const uint32x4_t lanes = vld1q_u32(lane_bits);
-  for (size_t j = 0; j < rows; ++j) {
-    const uint8_t *bytes = (const uint8_t *)(w + j * words);
-    float32x4_t a0 = vdupq_n_f32(0), a1 = vdupq_n_f32(0);
-    for (size_t i = 0; i < words * 8; ++i) {
-      uint32x4_t lo = vtstq_u32(vdupq_n_u32(bytes[i] & 15u), lanes);
-      uint32x4_t hi = vtstq_u32(vdupq_n_u32(bytes[i] >> 4), lanes);
-      a0 = vaddq_f32(a0, vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(vld1q_f32(x + 8 * i)), lo)));
-      a1 = vaddq_f32(a1, vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(vld1q_f32(x + 8 * i + 4)), hi)));
+  for (size_t b = 0; b < blocks; ++b) {
+    const uint16_t *m = masks + b * k;
+    float32x4_t a0 = vdupq_n_f32(0), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < k; ++i) {
+      float32x4_t xp = vdupq_n_f32(x[i]);
+      float32x4_t xn = zero_low ? vdupq_n_f32(0) : vnegq_f32(xp);
+      uint32_t bits = m[i];
+      a0 = vaddq_f32(a0, vbslq_f32(vtstq_u32(vdupq_n_u32(bits & 15u), lanes), xp, xn));
+      a1 = vaddq_f32(a1, vbslq_f32(vtstq_u32(vdupq_n_u32((bits >> 4) & 15u), lanes), xp, xn));
+      a2 = vaddq_f32(a2, vbslq_f32(vtstq_u32(vdupq_n_u32((bits >> 8) & 15u), lanes), xp, xn));
+      a3 = vaddq_f32(a3, vbslq_f32(vtstq_u32(vdupq_n_u32(bits >> 12), lanes), xp, xn));
     }
-    out[j] = vaddvq_f32(vaddq_f32(a0, a1));
+    vst1q_f32(out + b * 16, a0);
+    vst1q_f32(out + b * 16 + 4, a1);
+    vst1q_f32(out + b * 16 + 8, a2);
+    vst1q_f32(out + b * 16 + 12, a3);
   }
 }
 #endif /* aarch64 */
@@ -313,26 +315,26 @@ int kbnn_cpu_supports(int level) {
 }
 
 kbnn_kernels kbnn_select_kernels(int max_level) {
-  kbnn_kernels k = {"reference", ref_xor_popcount, ref_and_popcount, ref_masked_sum};
+  kbnn_kernels k = {"reference", ref_xor_popcount, ref_and_popcount, ref_ordered_sum};
 #if defined(KBNN_X86)
   if (max_level >= KBNN_LEVEL_AVX512 && kbnn_cpu_supports(KBNN_LEVEL_AVX512)) {
     kbnn_kernels best = {"avx512-vpopcntdq", avx512_xor_popcount, avx512_and_popcount,
-                         avx512_masked_sum};
+                         avx512_ordered_sum};
     return best;
   }
   if (max_level >= KBNN_LEVEL_AVX2 && kbnn_cpu_supports(KBNN_LEVEL_AVX2)) {
-    kbnn_kernels avx2 = {"avx2", avx2_xor_popcount, avx2_and_popcount, avx2_masked_sum};
+    kbnn_kernels avx2 = {"avx2", avx2_xor_popcount, avx2_and_popcount, avx2_ordered_sum};
     return avx2;
   }
   if (max_level >= KBNN_LEVEL_POPCNT && kbnn_cpu_supports(KBNN_LEVEL_POPCNT)) {
     kbnn_kernels popcnt = {"popcnt", popcnt_xor_popcount, popcnt_and_popcount,
-                           scalar_masked_sum};
+                           ref_ordered_sum};
     return popcnt;
   }
 #endif
 #if defined(__aarch64__)
   if (max_level >= KBNN_LEVEL_NEON) {
-    kbnn_kernels neon = {"neon", neon_xor_popcount, neon_and_popcount, neon_masked_sum};
+    kbnn_kernels neon = {"neon", neon_xor_popcount, neon_and_popcount, neon_ordered_sum};
     return neon;
   }
 #endif
@@ -344,11 +346,13 @@ const char *kbnn_kernels_name(int max_level) { return kbnn_select_kernels(max_le
 
 int kbnn_run_kernel(int max_level, int which, const void *x, const uint64_t *w, size_t words,
                     size_t rows, void *out) {
-  if (words % KBNN_ROW_WORDS != 0 || !x || !w || !out) return -1;
+  if (!x || !w || !out) return -1;
+  if (which <= 1 && words % KBNN_ROW_WORDS != 0) return -1;
   kbnn_kernels k = kbnn_select_kernels(max_level);
   if (which == 0) k.xor_popcount((const uint64_t *)x, w, words, rows, (int32_t *)out);
   else if (which == 1) k.and_popcount((const uint64_t *)x, w, words, rows, (int32_t *)out);
-  else if (which == 2) k.masked_sum((const float *)x, w, words, rows, (float *)out);
+  else if (which == 2 || which == 3)
+    k.ordered_sum((const float *)x, (const uint16_t *)w, words, rows, which == 3, (float *)out);
   else return -1;
   return 0;
 }

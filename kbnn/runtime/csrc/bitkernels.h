@@ -24,8 +24,13 @@ typedef struct kbnn_kernels {
   /* out[j] = popcount(x AND w[j]). */
   void (*and_popcount)(const uint64_t *x, const uint64_t *w, size_t words, size_t rows,
                        int32_t *out);
-  /* out[j] = sum of x[i] over the bits i set in w[j]; x holds words * 64 floats. */
-  void (*masked_sum)(const float *x, const uint64_t *w, size_t words, size_t rows, float *out);
+  /* Real-valued inputs, summed as the stock FULLY_CONNECTED sums them (one float32
+   * rounding per input, in input order), so the results are bit-identical: for each of
+   * blocks x 16 rows r, acc = 0; for k in [0, k): acc += (bit r of masks[block * k + k]
+   * ? x[k] : (zero_low ? 0 : -x[k])); out[r] = acc. masks holds, per block of 16 rows
+   * and per input, the 16 rows' weight bits. */
+  void (*ordered_sum)(const float *x, const uint16_t *masks, size_t k, size_t blocks,
+                      int zero_low, float *out);
 } kbnn_kernels;
 
 /* Kernel levels, lowest to highest; kbnn_select_kernels never exceeds what the CPU has. */
@@ -46,9 +51,10 @@ int kbnn_cpu_supports(int level);
 
 /* For tests and --info (called through ctypes): the name of the kernels
  * kbnn_select_kernels(max_level) picks, and one call of one of them: which = 0
- * xor_popcount, 1 and_popcount (x: uint64 words, out: int32), 2 masked_sum (x: floats,
- * out: float). Returns 0, or -1 if `which` is unknown or words is not a multiple of
- * KBNN_ROW_WORDS. */
+ * xor_popcount, 1 and_popcount (x: uint64 words, w: rows x words, out: int32), 2 and 3
+ * ordered_sum with levels -1/+1 and 0/1 (x: `words` floats, w: `rows` blocks of
+ * uint16 masks, out: 16 x rows floats). Returns 0, or -1 if `which` is unknown or
+ * (for 0 and 1) words is not a multiple of KBNN_ROW_WORDS. */
 const char *kbnn_kernels_name(int max_level);
 int kbnn_run_kernel(int max_level, int which, const void *x, const uint64_t *w, size_t words,
                     size_t rows, void *out);

@@ -17,9 +17,11 @@
  * computing something else.
  *
  * Arithmetic: binary (+-1) inputs are packed to bits and the dot products are
- * popcounts (exact integers); real-valued inputs are summed under the weight bits
- * (masked sums); then the same float operations as the stock graph, in its order
- * (the build turns off FMA contraction so they round the same).
+ * popcounts (exact integers); real-valued inputs are summed as +x or -x per weight bit
+ * in input order, one float32 rounding per input, as the stock FULLY_CONNECTED sums
+ * them; then the same float operations as the stock graph, in its order (the build
+ * turns off FMA contraction so they round the same). Outputs are bit-identical to the
+ * stock runtime's wherever it sums in input order (checked on the released models).
  */
 #define _POSIX_C_SOURCE 200112L
 #include "delegate.h"
@@ -82,6 +84,8 @@ struct kbnn_layer {
   int packed_words;
   size_t words;      /* uint64 words per row in `w`, a multiple of KBNN_ROW_WORDS */
   uint64_t *w;       /* rows x words, rows padded with zero bits */
+  uint16_t *masks;   /* unpack design: per block of 16 rows and per input, the rows' bits */
+  int blocks;        /* ceil(rows / 16) */
   int32_t *ones;     /* set bits per row */
   const float *bias; /* FULLY_CONNECTED bias (rows values) or NULL */
   float c_mul, c_sub;
@@ -526,14 +530,26 @@ static int build_weights(kbnn_layer *l) {
     for (size_t i = 0; i < l->words; ++i) ones += __builtin_popcountll(row[i]);
     l->ones[j] = ones;
   }
+  if (l->design != DESIGN_UNPACK) return 1;
+  l->blocks = (l->rows + 15) / 16;
+  l->masks = (uint16_t *)aligned_zeroed((size_t)l->blocks * 16 * (size_t)l->k * sizeof(uint16_t) / 16);
+  if (!l->masks) return 0;
+  for (int j = 0; j < l->rows; ++j) {
+    const uint64_t *row = l->w + (size_t)j * l->words;
+    uint16_t *block = l->masks + (size_t)(j / 16) * l->k;
+    for (int i = 0; i < l->k; ++i)
+      if ((row[i >> 6] >> (i & 63)) & 1) block[i] |= (uint16_t)(1u << (j % 16));
+  }
   return 1;
 }
 
 static void free_layer(kbnn_layer *l) {
   free(l->w);
   free(l->ones);
+  free(l->masks);
   l->w = NULL;
   l->ones = NULL;
+  l->masks = NULL;
 }
 
 /* ---- the delegate kernel ------------------------------------------------------------------ */
@@ -553,18 +569,19 @@ typedef struct {
   int failed;
   /* scratch for one input row */
   uint64_t *xbits;
-  float *xpad;
+  float *sums;
   size_t max_words;
+  int max_rows;
 } kbnn_partition;
 
 typedef struct {
   const kbnn_kernels *k;
   const kbnn_layer *l;
   const uint64_t *xbits;
-  const float *xpad;
+  const float *x;
   int binary; /* input row is +-1 */
-  double sum_x;
   float *out;
+  float *sums; /* ordered sums, blocks x 16 */
 } row_job;
 
 static inline float apply_tail(const kbnn_layer *l, int j, float y) {
@@ -580,7 +597,6 @@ static void run_rows(void *arg, int begin, int end) {
   const row_job *job = (const row_job *)arg;
   const kbnn_layer *l = job->l;
   int32_t counts[CHUNK];
-  float sums[CHUNK];
   for (int j0 = begin; j0 < end; j0 += CHUNK) {
     int n = end - j0 < CHUNK ? end - j0 : CHUNK;
     const uint64_t *w = l->w + (size_t)j0 * l->words;
@@ -592,26 +608,31 @@ static void run_rows(void *arg, int begin, int end) {
       }
       continue;
     }
-    if (job->binary && !l->zero_low)
+    if (!l->zero_low)
       job->k->xor_popcount(job->xbits, w, l->words, (size_t)n, counts);
-    else if (job->binary)
-      job->k->and_popcount(job->xbits, w, l->words, (size_t)n, counts);
     else
-      job->k->masked_sum(job->xpad, w, l->words, (size_t)n, sums);
+      job->k->and_popcount(job->xbits, w, l->words, (size_t)n, counts);
     for (int j = 0; j < n; ++j) {
       int r = j0 + j;
-      float y;
-      if (job->binary && !l->zero_low)
-        y = (float)(l->k - 2 * counts[j]); /* agreements - disagreements */
-      else if (job->binary)
-        y = (float)(2 * counts[j] - l->ones[r]); /* sum of x over weights 1 */
-      else if (!l->zero_low)
-        y = (float)(2.0 * (double)sums[j] - job->sum_x);
-      else
-        y = sums[j];
+      /* +-1 weights: agreements - disagreements; 0/1 weights: the sum of x over ones */
+      float y = (float)(!l->zero_low ? l->k - 2 * counts[j] : 2 * counts[j] - l->ones[r]);
       if (l->bias) y = y + l->bias[r];
       job->out[r] = apply_tail(l, r, y);
     }
+  }
+}
+
+/* Real-valued inputs: blocks of 16 rows summed in input order (see ordered_sum). */
+static void run_blocks(void *arg, int begin, int end) {
+  const row_job *job = (const row_job *)arg;
+  const kbnn_layer *l = job->l;
+  job->k->ordered_sum(job->x, l->masks + (size_t)begin * l->k, (size_t)l->k,
+                      (size_t)(end - begin), l->zero_low, job->sums + (size_t)begin * 16);
+  int last = end * 16 < l->rows ? end * 16 : l->rows;
+  for (int r = begin * 16; r < last; ++r) {
+    float y = job->sums[r];
+    if (l->bias) y = y + l->bias[r];
+    job->out[r] = apply_tail(l, r, y);
   }
 }
 
@@ -664,6 +685,7 @@ static void *kernel_init(TfLiteContext *ctx, const char *buffer, size_t length) 
       return p;
     }
     if (part->layer.words > p->max_words) p->max_words = part->layer.words;
+    if (part->layer.blocks * 16 > p->max_rows) p->max_rows = part->layer.blocks * 16;
     s->claimed++;
   }
   if (covered != nodes->size) {
@@ -673,8 +695,8 @@ static void *kernel_init(TfLiteContext *ctx, const char *buffer, size_t length) 
     return p;
   }
   p->xbits = (uint64_t *)aligned_zeroed(p->max_words * sizeof(uint64_t));
-  p->xpad = (float *)aligned_zeroed(p->max_words * 64 * sizeof(float));
-  if (!p->xbits || !p->xpad) p->failed = 1;
+  p->sums = (float *)aligned_zeroed((size_t)p->max_rows * sizeof(float));
+  if (!p->xbits || !p->sums) p->failed = 1;
   return p;
 }
 
@@ -685,7 +707,7 @@ static void kernel_free(TfLiteContext *ctx, void *buffer) {
   for (int i = 0; i < p->n_parts; ++i) free_layer(&p->parts[i].layer);
   free(p->parts);
   free(p->xbits);
-  free(p->xpad);
+  free(p->sums);
   free(p);
 }
 
@@ -773,7 +795,7 @@ static TfLiteStatus run_layer(TfLiteContext *ctx, kbnn_partition *p, const kbnn_
   job.k = &s->kernels;
   job.l = l;
   job.xbits = p->xbits;
-  job.xpad = p->xpad;
+  job.sums = p->sums;
   memset(p->xbits, 0, l->words * sizeof(uint64_t));
   for (long b = 0; b < batch; ++b) {
     job.out = out->data.f + b * l->rows;
@@ -789,17 +811,14 @@ static TfLiteStatus run_layer(TfLiteContext *ctx, kbnn_partition *p, const kbnn_
           break;
         }
       job.binary = binary;
-      if (binary) {
-        memset(p->xbits, 0, l->words * sizeof(uint64_t));
-        for (int k = 0; k < l->k; ++k)
-          p->xbits[k >> 6] |= (uint64_t)((xb[k] >> 31) ^ 1u) << (k & 63);
-      } else {
-        double sum = 0.0;
-        for (int k = 0; k < l->k; ++k) sum += x[k];
-        job.sum_x = sum;
-        memcpy(p->xpad, x, (size_t)l->k * sizeof(float));
-        memset(p->xpad + l->k, 0, (l->words * 64 - (size_t)l->k) * sizeof(float));
+      job.x = x;
+      if (!binary) {
+        kbnn_pool_run(s->pool, run_blocks, &job, l->blocks, 4);
+        continue;
       }
+      memset(p->xbits, 0, l->words * sizeof(uint64_t));
+      for (int k = 0; k < l->k; ++k)
+        p->xbits[k >> 6] |= (uint64_t)((xb[k] >> 31) ^ 1u) << (k & 63);
     }
     kbnn_pool_run(s->pool, run_rows, &job, l->rows, CHUNK);
   }
