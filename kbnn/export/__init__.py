@@ -28,11 +28,11 @@ The export runs in visible steps (`export_tflite`):
 
 import dataclasses
 import numbers
-import os
 
 import tensorflow as tf
 
 from kbnn.export import bits, graph, plan, verify
+from kbnn.files import write_atomically  # noqa: F401  (kept as kbnn.export.write_atomically)
 from kbnn.export.plan import (WEIGHT_MODES, XOR_POPCOUNT_MIN_WEIGHTS, ExportError, LayerPlan,
                               plan_model)
 
@@ -120,16 +120,3 @@ def to_tflite(model, weights="packed", batch_size=None):
     b'TFL3'
     """
     return export_tflite(model, weights=weights, batch_size=batch_size).tflite
-
-
-def write_atomically(path, data):
-    """Write bytes to a temporary file beside `path`, then rename it onto `path`."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -13,12 +13,14 @@ the exit status is non-zero.
 
 import argparse
 import os
+import pathlib
 import sys
 import zipfile
 
 import numpy as np
 
 from kbnn.export.plan import WEIGHT_MODES, ExportError
+from kbnn.export.verify import VerificationError
 
 EXIT_ERROR = 1
 # Random verification inputs are made in memory: at most this many bytes of them.
@@ -87,9 +89,8 @@ def _idx_inputs(directory, shape):
         except IDXFormatError:
             continue
         if _fits(array.shape[1:], shape):
-            scale = 1 / 255 if array.dtype == np.uint8 else 1
-            return (array.astype(np.float32) * np.float32(scale)).reshape(
-                (-1, *shape)), name
+            scale = np.float32(255 if array.dtype == np.uint8 else 1)  # as kbnn.data does
+            return (array.astype(np.float32) / scale).reshape((-1, *shape)), name
         found.append(f"{name} {array.shape[1:]}")
     raise ValueError(f"--verify-data {directory}: no IDX file there holds inputs of the shape "
                      f"the model takes {shape} (found: {', '.join(found) or 'no IDX files'}); "
@@ -146,6 +147,23 @@ def _check_output(output, model_path):
         raise ValueError(f"-o {output} is the model being exported; choose another path.")
 
 
+def _check_archive(path):
+    """Raise ValueError unless `path` is a whole zip archive (what a .keras file is)."""
+    with open(path, "rb") as f:
+        starts_as_zip = f.read(4) == b"PK\x03\x04"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except zipfile.BadZipFile:
+        damaged = True
+    if damaged and starts_as_zip:
+        raise ValueError(f"{path}: the file is truncated or damaged (it begins as a .keras "
+                         f"zip archive but does not read to its end); copy or save it again.")
+    if damaged:
+        raise ValueError(f"{path}: not a readable Keras model file (a .keras file is a zip "
+                         f"archive; this one is not).")
+
+
 def _load(path):
     import keras
 
@@ -156,6 +174,7 @@ def _load(path):
                          f"'name.keras')); .h5 and SavedModel directories are not supported.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file.")
+    _check_archive(path)
     try:
         return keras.models.load_model(path)
     except (zipfile.BadZipFile, OSError, ValueError, TypeError, KeyError) as error:
@@ -165,35 +184,53 @@ def _load(path):
 def main(argv=None):
     args = _parser().parse_args(argv)
     output = args.output or os.path.splitext(args.model)[0] + ".tflite"
-    from kbnn.export import ExportError, export_tflite, verify, write_atomically
+    from kbnn.files import exit_on_sigterm
 
     try:
-        verify.require_litert()
-        _check_output(output, args.model)
-        print(f"loading {args.model}", flush=True)
-        model = _load(args.model)
-        print(f"converting {model.name} (binary weights: {args.weights})", flush=True)
-        result = export_tflite(model, weights=args.weights, batch_size=args.batch)
-        foreign = verify.custom_ops(result.tflite)
-        if foreign:
-            raise ExportError(f"the converted file needs non-builtin ops {foreign}.")
-        inputs, source = _verification_inputs(model, args.verify_data, args.verify_samples)
-        print(f"verifying on {len(inputs)} {source}", flush=True)
-        print(verify.compare(model, result.tflite, inputs, weights=args.weights))
-        if args.report:
-            print(result.report())
-        write_atomically(output, result.tflite)
-    except (ExportError, verify.VerificationError, ValueError, OSError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        print("nothing written.", file=sys.stderr)
-        return EXIT_ERROR
+        with exit_on_sigterm():  # SIGTERM unwinds: no temporary file outlives it
+            result = _export(args, output)
+    except (ExportError, VerificationError, ValueError, OSError, ImportError) as error:
+        return _fail(f"error: {error}")
+    except SystemExit as stop:
+        _fail(f"terminated (exit status {stop.code}).")
+        raise
     except Exception as error:  # a bug or a case we did not foresee: still write nothing
-        print(f"error: unexpected {type(error).__name__} while exporting {args.model}: "
-              f"{error} (please report it).", file=sys.stderr)
-        print("nothing written.", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(f"error: unexpected {type(error).__name__} while exporting {args.model}: "
+                     f"{error} (please report it).")
     print(f"wrote {output} ({len(result.tflite):,} bytes)")
     return 0
+
+
+def _fail(message):
+    print(message, file=sys.stderr)
+    print("nothing written.", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _export(args, output):
+    """Check, load, convert, verify, write; raise on any failure (nothing written)."""
+    from kbnn.export import export_tflite, verify
+    from kbnn.files import check_replaceable, remove_stale_partials, write_atomically
+
+    verify.require_litert()
+    _check_output(output, args.model)
+    check_replaceable(pathlib.Path(output))
+    remove_stale_partials(os.path.dirname(os.path.abspath(output)))
+    print(f"loading {args.model}", flush=True)
+    model = _load(args.model)
+    inputs, source = _verification_inputs(model, args.verify_data, args.verify_samples)
+    print(f"converting {model.name} (binary weights: {args.weights})", flush=True)
+    result = export_tflite(model, weights=args.weights, batch_size=args.batch)
+    foreign = verify.custom_ops(result.tflite)
+    if foreign:
+        raise ExportError(f"the converted file needs non-builtin ops {foreign}.")
+    print(f"verifying on {len(inputs)} {source}", flush=True)
+    print(verify.compare(model, result.tflite, inputs, weights=args.weights,
+                         plans=result.plans))
+    if args.report:
+        print(result.report())
+    write_atomically(output, result.tflite)
+    return result
 
 
 if __name__ == "__main__":

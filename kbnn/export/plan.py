@@ -61,7 +61,7 @@ class ExportError(ValueError):
 
 
 def _frozen(array, dtype):
-    array = np.array(array, dtype)
+    array = np.asarray(array, dtype).copy()
     array.setflags(write=False)
     return array
 

@@ -16,8 +16,8 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["LOGIT_ATOL", "LOGIT_RTOL", "VerificationError", "Verification", "run_tflite",
-           "op_names", "custom_ops", "compare", "require_litert"]
+__all__ = ["LOGIT_ATOL", "LOGIT_RTOL", "PRESIGN_ATOL", "VerificationError", "Verification",
+           "run_tflite", "op_names", "custom_ops", "compare", "sign_ties", "require_litert"]
 
 # Keras and LiteRT add the same +-1 terms in a different order and apply the folded
 # batch norm as one multiply-add: logits agree to float32 rounding, scaled by their size.
@@ -28,6 +28,9 @@ LOGIT_ATOL = 1e-3
 # relative to that, and top-1 must only agree where Keras' top-1 logit leads the
 # runner-up by more than INT8_MARGIN.
 INT8_RTOL, INT8_ATOL, INT8_MARGIN = 0.05, 0.25, 1.0
+# A binary layer's pre-sign activation within LOGIT_RTOL of the unit's largest value
+# (plus this) of zero may round to either sign.
+PRESIGN_ATOL = 1e-6
 
 
 class VerificationError(RuntimeError):
@@ -122,48 +125,132 @@ def run_tflite(tflite_bytes, inputs, num_threads=1, batch_size=256):
 
 @dataclasses.dataclass
 class Verification:
+    """What `compare` found: agreement, the largest logit difference, and the inputs it
+    did not hold against the file (top-1 ties of Keras, sign ties of binary layers)."""
+
     samples: int
-    top1_agreement: float
+    top1_agreement: float       # over the inputs whose Keras top-2 margin decides top-1
     max_abs_diff: float
     tolerance: str
+    judged: int = 0             # inputs whose Keras top-2 margin exceeds the tolerance
+    boundary_ties: int = 0      # inputs that differ only through a sign tie (see compare)
 
     def __str__(self):
+        ties = (f"; {self.boundary_ties} inputs differ only by a sign tie at a binary layer"
+                if self.boundary_ties else "")
         return (f"verified on {self.samples} inputs: top-1 agreement "
-                f"{100 * self.top1_agreement:.2f}%, max |logit diff| {self.max_abs_diff:.2e} "
-                f"(tolerance {self.tolerance})")
+                f"{100 * self.top1_agreement:.2f}% (on the {self.judged} inputs whose top-2 "
+                f"margin exceeds the tolerance), max |logit diff| {self.max_abs_diff:.2e} "
+                f"(tolerance {self.tolerance}){ties}")
 
 
-def compare(model, tflite_bytes, inputs, weights="packed"):
+def _require_finite(values, what):
+    bad = ~np.isfinite(values).reshape(len(values), -1).all(-1)
+    if bad.any():
+        raise VerificationError(
+            f"{what} not finite (NaN or inf) on {int(bad.sum())} of {len(values)} inputs, "
+            f"first at input {int(np.argmax(bad))}; a model or input with non-finite values "
+            f"cannot be verified (was it trained with a non-finite learning rate?).")
+
+
+def compare(model, tflite_bytes, inputs, weights="packed", plans=None):
     """Check LiteRT against `model.predict` on `inputs`; raise VerificationError if off.
 
-    Top-1 predictions must agree on every input and logits within
-    `LOGIT_RTOL * |keras| + LOGIT_ATOL`. For int8 weights logits must be
-    within `INT8_RTOL * max|keras logits of the input| + INT8_ATOL` and top-1
-    must agree on every input whose Keras top-1 leads by more than INT8_MARGIN.
+    Every output must be finite on both sides. Logits must agree within
+    `LOGIT_RTOL * |keras| + LOGIT_ATOL`, and top-1 predictions wherever
+    Keras' top-2 margin exceeds that tolerance (closer logits are a tie, not
+    a disagreement). For int8 weights logits must be within `INT8_RTOL *
+    max|keras logits of the input| + INT8_ATOL` and top-1 must agree where
+    the margin exceeds INT8_MARGIN.
+
+    An input that fails only because a binary layer's pre-sign activation
+    sat within float rounding of zero (Keras and LiteRT add in different
+    orders, so one unit's sign may flip) is a boundary tie, counted in the
+    result rather than failed: see `sign_ties`. `plans` (from
+    `kbnn.export.plan_model`) say which layers binarize their inputs.
     """
     inputs = np.asarray(inputs, np.float32)
+    _require_finite(inputs, "the verification inputs are")
     expected = model.predict(inputs, verbose=0, batch_size=256)
+    _require_finite(expected, "Keras outputs are")
     try:
         actual = run_tflite(tflite_bytes, inputs)
     except (RuntimeError, ValueError) as error:
         raise VerificationError(f"LiteRT could not run the exported model: {error}") from error
+    _require_finite(actual, "LiteRT outputs are")
     rtol, atol = (INT8_RTOL, INT8_ATOL) if weights == "int8" else (LOGIT_RTOL, LOGIT_ATOL)
-    diff = np.abs(actual - expected)
-    agree = actual.argmax(-1) == expected.argmax(-1)
-    result = Verification(len(inputs), float(np.mean(agree)), float(diff.max()),
-                          f"rtol {rtol:g}, atol {atol:g}")
-    if weights == "int8":
-        top2 = np.sort(expected, axis=-1)[:, -2:]
-        agree |= top2[:, 1] - top2[:, 0] <= INT8_MARGIN
-        result.tolerance += f", top-1 where the margin > {INT8_MARGIN:g}"
     # int8 errors scale with the input's largest logit, float32 ones with each logit.
     scale = np.abs(expected).max(-1, keepdims=True) if weights == "int8" else np.abs(expected)
-    bad = diff > rtol * scale + atol
-    if not agree.all() or bad.any():
-        worst = np.unravel_index(np.argmax(diff), diff.shape)
+    tolerance = rtol * scale + atol
+    diff = np.abs(actual - expected)
+    top2 = np.sort(expected, axis=-1)[:, -2:]
+    margin = INT8_MARGIN if weights == "int8" else np.take_along_axis(
+        tolerance, expected.argmax(-1)[:, None], -1)[:, 0]
+    judged = top2[:, 1] - top2[:, 0] > margin
+    agree = actual.argmax(-1) == expected.argmax(-1)
+    text = f"rtol {rtol:g}, atol {atol:g}"
+    if weights == "int8":
+        text += f", top-1 where the margin > {INT8_MARGIN:g}"
+    result = Verification(len(inputs), float(np.mean(agree[judged])) if judged.any() else 1.0,
+                          float(diff.max()), text, judged=int(judged.sum()))
+    bad = (diff > tolerance).any(-1)
+    failed = bad | (judged & ~agree)
+    if failed.any() and weights != "int8":
+        ties = sign_ties(model, inputs[failed], plans, weights, actual[failed])
+        result.boundary_ties = int(ties.sum())
+        failed[np.flatnonzero(failed)[ties]] = False
+    if failed.any():
+        worst = np.unravel_index(np.argmax(np.where(failed[:, None], diff, -1)), diff.shape)
         raise VerificationError(
-            f"Exported model disagrees with Keras: {result}; {int(bad.any(-1).sum())} inputs "
-            f"outside the tolerance, worst at input {worst[0]} output {worst[1]} "
-            f"(Keras {expected[worst]:.6g}, LiteRT {actual[worst]:.6g})."
+            f"Exported model disagrees with Keras: {result}; {int(failed.sum())} inputs "
+            f"fail ({int((failed & bad).sum())} outside the logit tolerance, "
+            f"{int((failed & judged & ~agree).sum())} with another top-1), worst at input "
+            f"{worst[0]} output {worst[1]} (Keras {expected[worst]:.6g}, LiteRT "
+            f"{actual[worst]:.6g})."
         )
     return result
+
+
+def sign_ties(model, inputs, plans=None, weights="packed", litert_outputs=None):
+    """For each of `inputs`, whether LiteRT and Keras part only by a sign tie.
+
+    The pre-sign activations of every layer with a binary input quantizer
+    are compared, Keras (`layer.input`) against LiteRT (the same plans
+    emitted with those activations as extra outputs; where `litert_outputs`,
+    the outputs of the file under test, are given, only inputs on which that
+    probe file gives the same outputs can be ties). Going through the
+    binary layers in order, the first one where the two differ decides: if
+    every difference there is within a unit's float-rounding bound
+    (`LOGIT_RTOL` times the unit's largest |activation| over `inputs`, plus
+    `PRESIGN_ATOL`) and one of them flips a sign, the input is a tie; later
+    layers only carry that flip on. Anything else is a real disagreement.
+    """
+    from kbnn.export import convert, graph, plan_model
+
+    plans = plans if plans is not None else plan_model(model, weights=weights)
+    function = graph.inference_function(model, plans, probe=True)
+    probe_file = convert(function, model, weights)
+    if not function.probe_names:
+        return np.zeros(len(inputs), bool)
+    import keras
+
+    keras_probes = keras.Model(model.inputs, [model.get_layer(name).input for name in
+                                              function.probe_names]).predict(inputs, verbose=0)
+    if len(function.probe_names) == 1:
+        keras_probes = [keras_probes]
+    runner = _interpreter(probe_file).get_signature_runner()
+    outputs = runner(**{runner.get_input_details().popitem()[0]: inputs})
+    litert_probes = [outputs[f"output_{i + 1}"] for i in range(len(function.probe_names))]
+    undecided = np.ones(len(inputs), bool)
+    if litert_outputs is not None:  # the probe file computes what the file under test did
+        undecided = np.isclose(outputs["output_0"], litert_outputs, LOGIT_RTOL,
+                               LOGIT_ATOL).all(-1)
+    ties = np.zeros(len(inputs), bool)
+    for ours, theirs in zip(keras_probes, litert_probes):
+        ours, theirs = ours.reshape(len(inputs), -1), theirs.reshape(len(inputs), -1)
+        bound = LOGIT_RTOL * np.abs(ours).max(0) + PRESIGN_ATOL
+        differ = (np.abs(ours - theirs) > bound).any(-1) & undecided
+        flips = ((ours >= 0) != (theirs >= 0)).any(-1) & undecided & ~differ
+        ties |= flips
+        undecided &= ~(flips | differ)
+    return ties
