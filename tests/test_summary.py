@@ -56,3 +56,39 @@ def test_prints_a_table_with_totals():
 def test_unbuilt_model_error_says_how_to_fix():
     with pytest.raises(ValueError, match="keras.Input"):
         kbnn.summary(keras.Sequential([QuantDense(3)]))
+
+
+def test_counts_by_precision_as_larq():
+    inputs = keras.Input((6, 6, 2))
+    x = QuantConv2D(4, 3, input_quantizer="ste_sign", kernel_quantizer="ste_tern",
+                    use_bias=False)(inputs)                                        # 4x4x4
+    x = kbnn.layers.QuantSeparableConv2D(
+        3, 3, input_quantizer=kbnn.quantizers.DoReFa(k_bit=4),
+        depthwise_quantizer="ste_sign", pointwise_quantizer=kbnn.quantizers.NoOp(1))(x)  # 2x2x3
+    x = keras.layers.BatchNormalization()(x)
+    s = kbnn.summary(keras.Model(inputs, x), print_fn=None)
+    conv, sep, bn = s.layers[1:]
+    assert conv.input_bits == 1 and conv.params_by_bits == {2: 72}
+    assert conv.macs_by_precision == {2: 16 * 72}            # max(1, 2)
+    # NoOp marks, it does not quantize: its kernel is stored in 32 bits.
+    assert sep.params_by_bits == {1: 36, 32: 12 + 3}
+    assert sep.macs_by_precision == {4: 4 * 36, 32: 4 * 12}  # max(4, 1), max(4, 32)
+    assert s.params_by_bits == {1: 36, 2: 72, 32: 15 + 12}
+    assert s.memory_bytes == (36 + 2 * 72 + 32 * 27) / 8
+    assert s.int8_float_memory_bytes == (36 + 2 * 72 + 8 * 27) / 8
+    assert (s.trainable_params, s.non_trainable_params) == (72 + 51 + 6, 6)
+    assert s.compression_ratio == s.float32_memory_bytes / s.memory_bytes
+    assert s.mac_ratio(2) == 16 * 72 / s.macs and s.mac_ratio(1) == 0.0
+    text = str(s)
+    assert "2-bit params" in text and "4-bit MACs" in text and "ternarized" in text
+    assert "Params: 135 (trainable 129, non-trainable 6)" in text
+
+
+def test_transposed_and_one_dimensional_layers_count_their_macs():
+    inputs = keras.Input((5, 2))
+    x = kbnn.layers.QuantConv1D(3, 3, kernel_quantizer="ste_sign", use_bias=False)(inputs)  # 3x3
+    x = keras.layers.Reshape((3, 1, 3))(x)
+    x = kbnn.layers.QuantConv2DTranspose(2, 2, strides=2, use_bias=False)(x)         # from 3x1
+    s = kbnn.summary(keras.Model(inputs, x), print_fn=None)
+    assert s.layers[1].macs_by_precision == {32: 3 * 18}
+    assert s.layers[3].macs_by_precision == {32: 3 * 1 * 2 * 2 * 3 * 2}
