@@ -46,6 +46,16 @@ def test_sign_ties_at_binarization_are_counted_not_failed():
     assert f"{check.boundary_ties} inputs differ only by a sign tie" in str(check)
 
 
+def test_an_untrained_bnn_with_one_flipped_hidden_unit_passes_with_one_tie():
+    # The case of issue 21: one hidden unit's pre-activation within float rounding of
+    # zero on one input, so its sign and two logits (by 2.0) differ; it used to fail.
+    keras.utils.set_random_seed(3)
+    model = kbnn.zoo.bnn_mlp((1024,))
+    x = np.random.default_rng(0).random((1000, 28, 28, 1), np.float32)
+    check = verify.compare(model, to_tflite(model), x)
+    assert check.boundary_ties == 1 and check.max_abs_diff > 1.9
+
+
 def test_a_wrong_weight_is_not_a_tie():
     model, x = near_tie_model_and_inputs()
     wrong, _ = near_tie_model_and_inputs(flip_weight=True)

@@ -196,9 +196,9 @@ def compare(model, tflite_bytes, inputs, weights="packed", plans=None):
     bad = (diff > tolerance).any(-1)
     failed = bad | (judged & ~agree)
     if failed.any() and weights != "int8":
-        ties = sign_ties(model, inputs[failed], plans, weights, actual[failed])
+        ties = failed & sign_ties(model, inputs, plans, weights, actual)
         result.boundary_ties = int(ties.sum())
-        failed[np.flatnonzero(failed)[ties]] = False
+        failed &= ~ties
     if failed.any():
         worst = np.unravel_index(np.argmax(np.where(failed[:, None], diff, -1)), diff.shape)
         raise VerificationError(
@@ -221,9 +221,12 @@ def sign_ties(model, inputs, plans=None, weights="packed", litert_outputs=None):
     probe file gives the same outputs can be ties). Going through the
     binary layers in order, the first one where the two differ decides: if
     every difference there is within a unit's float-rounding bound
-    (`LOGIT_RTOL` times the unit's largest |activation| over `inputs`, plus
-    `PRESIGN_ATOL`) and one of them flips a sign, the input is a tie; later
-    layers only carry that flip on. Anything else is a real disagreement.
+    (`LOGIT_RTOL` times the unit's largest |activation| over all `inputs`,
+    which stands for the size of the terms summed, plus `PRESIGN_ATOL`) and
+    one of them flips a sign, the input is a tie; later layers only carry
+    that flip on. Anything else is a real disagreement. Pass many inputs
+    (the verification's all), not only the failing ones: one input is a
+    poor measure of a unit's size.
     """
     from kbnn.export import convert, graph, plan_model
 
