@@ -28,7 +28,34 @@ def build_interpreter(model_path, delegate_path=None):
         if not os.path.isfile(delegate_path):
             raise SystemExit(f"run_model: delegate {delegate_path!r} does not exist")
         delegates.append(load_delegate(delegate_path))
-    return Interpreter(model_path=model_path, num_threads=1, experimental_delegates=delegates)
+    interpreter = Interpreter(model_path=model_path, num_threads=1,
+                              experimental_delegates=delegates)
+    for delegate in delegates:
+        report = describe_kbnn_delegate(delegate)
+        if report:
+            print(f"run_model: {report}", file=sys.stderr)
+    return interpreter
+
+
+def describe_kbnn_delegate(delegate):
+    """'kbnn delegate: N layers claimed, KERNELS kernels' for kbnn's delegate, else None.
+
+    Reads the counters that kbnn's delegate exports (kbnn/runtime/csrc/delegate.h), so a
+    run can show that the delegate took the binary layers rather than leaving them all to
+    the stock kernels. Another delegate library has no such symbols and gets None."""
+    import ctypes
+
+    library = getattr(delegate, "_library", None)
+    pointer = getattr(delegate, "_delegate_ptr", None)
+    if library is None or pointer is None or not hasattr(library, "kbnn_delegate_claimed_layers"):
+        return None
+    library.kbnn_delegate_claimed_layers.argtypes = [ctypes.c_void_p]
+    library.kbnn_delegate_claimed_layers.restype = ctypes.c_int
+    library.kbnn_delegate_kernels_name.argtypes = [ctypes.c_void_p]
+    library.kbnn_delegate_kernels_name.restype = ctypes.c_char_p
+    claimed = library.kbnn_delegate_claimed_layers(pointer)
+    kernels = library.kbnn_delegate_kernels_name(pointer).decode()
+    return f"kbnn delegate: {claimed} layers claimed, {kernels} kernels"
 
 
 def run(interpreter, inputs):
