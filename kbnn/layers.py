@@ -84,6 +84,12 @@ class _QuantizerMixin:
                  for slot in self._slots]
         return [(variable, quantizer) for variable, quantizer in pairs if quantizer is not None]
 
+    def build(self, input_shape):
+        super().build(input_shape)
+        # As Larq's quantized variables: the predicate of Bop.is_binary_variable.
+        for variable, quantizer in self.quantized_kernels():
+            variable.precision = getattr(quantizer, "precision", None)
+
     @staticmethod
     def _quantize(quantizer, value, training):
         if quantizer is None:

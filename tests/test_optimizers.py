@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import kbnn
-from kbnn.optimizers import Adam
+from kbnn.optimizers import Adam, Bop, CaseOptimizer
 
 
 def _train(optimizer, strategy=None, steps=20):
@@ -77,3 +77,85 @@ def test_falls_back_to_keras_update_without_the_private_slots(monkeypatch):
     monkeypatch.setattr(kbnn.optimizers, "_adam_slots", lambda optimizer, variable: None)
     _assert_same_training(_train(lambda: Adam(1e-2), steps=3),
                           _train(lambda: keras.optimizers.Adam(1e-2), steps=3))
+
+
+def test_bop_follows_its_update_rule():
+    w0 = np.array([1.0, -1.0, 1.0, -1.0, 0.3], "float32")
+    grads = [np.array([2.0, 2.0, -1.0, 0.0, 0.0], "float32"),
+             np.array([2.0, -3.0, -1.0, 1.0, 0.0], "float32")]
+    variable = keras.Variable(w0)
+    bop = Bop(threshold=0.1, gamma=0.5)
+    w, m = w0.copy(), np.zeros(5, "float32")
+    for g in grads:
+        bop.apply([g], [variable])
+        m = m + 0.5 * (g - m)
+        w = np.where(-np.sign(w * m - 0.1) * w >= 0, 1.0, -1.0)
+        np.testing.assert_array_equal(variable.numpy(), w)
+    # Step 1: m = [1, 1, -.5, 0, 0]: only the first weight flips (w * m = 1 > 0.1);
+    # 0.3 * 0 - 0.1 < 0 keeps the sign of 0.3. Step 2: m = [1.5, -1, ...] flips the second.
+    np.testing.assert_array_equal(variable.numpy(), [-1, 1, 1, -1, 1])
+
+
+def test_bop_schedules_and_config():
+    gamma = keras.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.5)
+    bop = Bop(threshold=1e-6, gamma=gamma)
+    restored = Bop.from_config(bop.get_config())
+    assert restored.get_config() == bop.get_config() and restored.threshold == 1e-6
+    assert restored.get_config()["gamma"]["class_name"] == "ExponentialDecay"
+    threshold = keras.optimizers.schedules.ExponentialDecay(10.0, 1, 0.01)
+    variable = keras.Variable(np.array([1.0], "float32"))
+    bop = Bop(threshold=threshold, gamma=1.0)
+    bop.apply([np.array([5.0], "float32")], [variable])  # 5 < threshold 10: kept
+    assert variable.numpy()[0] == 1.0
+    bop.apply([np.array([5.0], "float32")], [variable])  # 5 > 10 * 0.01: flips
+    assert variable.numpy()[0] == -1.0
+    assert isinstance(Bop.from_config(Bop(threshold=threshold).get_config()).threshold,
+                      keras.optimizers.schedules.ExponentialDecay)
+
+
+def bop_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((6,)),
+        kbnn.layers.QuantDense(8, kernel_quantizer=kbnn.quantizers.NoOp(precision=1)),
+        keras.layers.BatchNormalization(),
+        kbnn.layers.QuantDense(3, input_quantizer="ste_sign", kernel_quantizer="ste_sign"),
+    ])
+
+
+def test_case_optimizer_trains_binary_kernels_with_bop_and_the_rest_with_the_default(tmp_path):
+    model = bop_model()
+    binary = model.layers[0].kernel
+    assert Bop.is_binary_variable(binary) and Bop.is_binary_variable(model.layers[2].kernel)
+    assert not Bop.is_binary_variable(model.layers[0].bias)
+    optimizer = CaseOptimizer((Bop.is_binary_variable, Bop(threshold=1e-8, gamma=0.1)),
+                              default_optimizer=keras.optimizers.Adam(0.01))
+    model.compile(optimizer, "mse")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 6)), rng.normal(size=(64, 3))
+    bias = model.layers[0].bias.numpy()
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert set(np.unique(binary.numpy())) == {-1.0, 1.0}  # Bop keeps weights at +-1
+    assert not np.array_equal(model.layers[0].bias.numpy(), bias)  # Adam trained the rest
+    bop, adam = optimizer.optimizers
+    assert int(optimizer.iterations) == int(bop.iterations) == int(adam.iterations) == 8
+    assert sorted(optimizer.var_opt_mapping.values()) == [0, 0] + [1] * 4
+    # A saved model restores the assignment (predicates are not saved) and keeps training.
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    assert restored.optimizer.var_opt_mapping == optimizer.var_opt_mapping
+    restored.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert set(np.unique(restored.layers[0].kernel.numpy())) <= {-1.0, 1.0}
+
+
+def test_case_optimizer_errors_name_the_problem():
+    model = bop_model()
+    variables = model.trainable_variables
+    with pytest.raises(TypeError, match="argument 0"):
+        CaseOptimizer(Bop())
+    with pytest.raises(ValueError, match="claimed by optimizers \\[0, 1\\]"):
+        CaseOptimizer((lambda v: True, Bop()), (lambda v: True, Bop())).build(variables)
+    with pytest.raises(ValueError, match="Optimizer 1 .* claimed no variable"):
+        CaseOptimizer((lambda v: True, Bop()), (lambda v: False, Bop())).build(variables)
+    with pytest.warns(UserWarning, match="No default_optimizer"):
+        CaseOptimizer((Bop.is_binary_variable, Bop())).build(variables)
