@@ -12,11 +12,11 @@ Without chromium or web/node_modules (`npm ci` in web/) the tests skip, except i
 (`CI=true`), where .ci/run installs them and a missing piece fails.
 """
 
+import importlib.util
 import json
 import os
 import pathlib
 import shutil
-import sys
 import threading
 
 import numpy as np
@@ -24,10 +24,18 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WEB = REPO / "web"
-sys.path.insert(0, str(WEB))
 
-import build  # noqa: E402  (web/build.py)
-import headless  # noqa: E402  (web/headless.py)
+
+def _load(name):
+    # Under their own names: a plain `import build` would shadow PyPA's `build` package.
+    spec = importlib.util.spec_from_file_location(f"kbnn_web_{name}", WEB / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build = _load("build")  # web/build.py: exports the model, serves web/
+headless = _load("headless")  # web/headless.py: drives chromium over its DevTools pipe
 
 
 def require(condition, reason):
