@@ -115,18 +115,38 @@ class Bop(keras.optimizers.Optimizer):
     `threshold` may be schedules (`keras.optimizers.schedules`). Give it
     only binary weights, through `CaseOptimizer` and `Bop.is_binary_variable`.
 
-    >>> kbnn.optimizers.Bop(threshold=1e-6, gamma=1e-3).get_config()["threshold"]
-    1e-06
+    >>> bop = kbnn.optimizers.Bop(threshold=1e-6, gamma=1e-3)
+    >>> round(float(bop.threshold.numpy()), 9), round(float(bop.gamma.numpy()), 6)
+    (1e-06, 0.001)
     """
 
     def __init__(self, threshold=1e-8, gamma=1e-4, name="Bop", **kwargs):
         kwargs.pop("learning_rate", None)  # gamma plays its part
         super().__init__(learning_rate=gamma, name=name, **kwargs)
-        self.threshold = threshold
+        # A variable (like the learning rate), so a callback can change it
+        # after the training step was traced; a schedule stays a schedule.
+        self._threshold = threshold if callable(threshold) else self.add_variable(
+            (), initializer=keras.initializers.Constant(threshold), name="threshold",
+            aggregation="only_first_replica")
 
     @property
     def gamma(self):
         return self.learning_rate
+
+    @gamma.setter
+    def gamma(self, value):
+        self.learning_rate = value
+
+    @property
+    def threshold(self):
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value):
+        if callable(self._threshold) or callable(value):
+            raise ValueError("Bop's threshold is a schedule or a number for the whole "
+                             "training; to change a number, assign a new number.")
+        self._threshold.assign(value)
 
     def build(self, variables):
         if self.built:
@@ -145,9 +165,10 @@ class Bop(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
+        threshold = self._threshold
         return {**config, "gamma": config.pop("learning_rate"),
-                "threshold": keras.saving.serialize_keras_object(self.threshold)
-                if callable(self.threshold) else self.threshold}
+                "threshold": keras.saving.serialize_keras_object(threshold)
+                if callable(threshold) else float(ops.convert_to_numpy(threshold))}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
