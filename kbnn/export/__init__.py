@@ -31,14 +31,14 @@ import numbers
 
 import tensorflow as tf
 
-from kbnn.export import bits, graph, plan, verify
+from kbnn.export import bits, graph, lowbit, plan, verify
 from kbnn.files import write_atomically  # noqa: F401  (kept as kbnn.export.write_atomically)
 from kbnn.export.plan import (WEIGHT_MODES, XOR_POPCOUNT_MIN_WEIGHTS, ExportError, LayerPlan,
                               plan_model)
 
 __all__ = ["to_tflite", "export_tflite", "ExportResult", "ExportError", "LayerPlan",
-           "plan_model", "WEIGHT_MODES", "XOR_POPCOUNT_MIN_WEIGHTS", "bits", "graph", "plan",
-           "verify"]
+           "plan_model", "WEIGHT_MODES", "XOR_POPCOUNT_MIN_WEIGHTS", "bits", "graph", "lowbit",
+           "plan", "verify"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +70,7 @@ class ExportResult:
         ratio = f"{size / floor:.3f}" if floor else "n/a (no parameters)"
         lines.append(f"file size {size:,} bytes ({self.weights} weights); floor "
                      f"{floor:,.0f} bytes; size / floor = {ratio}")
+        lines.append(f"runs on: {lowbit.MIN_RUNTIME[self.weights]}, no plugin")
         return "\n".join(lines)
 
 
@@ -78,12 +79,15 @@ def convert(function, model, weights="packed"):
     concrete = function.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if weights == "int8":
+    if weights in plan.INT_BITS:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     try:
-        return converter.convert()
+        tflite = converter.convert()
     except Exception as error:  # the converter raises several unrelated types
         raise ExportError(f"TFLite conversion of model {model.name!r} failed: {error}") from error
+    if weights in ("int4", "int2"):
+        tflite = lowbit.store_low_bit(tflite, plan.INT_BITS[weights])[0]
+    return tflite
 
 
 def export_tflite(model, weights="packed", batch_size=None,

@@ -3,12 +3,10 @@
 Converts a saved Keras model to a `.tflite` file whose binary kernels are
 packed 1 bit per weight and which runs on the stock LiteRT runtime, then
 checks it: N inputs (1,000 by default; from `--verify-data`, a directory of
-IDX files or a .npy array, else random inputs over [0, 1)) go through Keras
+IDX files or a .npy array, else random pixels k/255) go through Keras
 and LiteRT; the top-1 predictions must all agree and the logits match within the
-tolerance of `kbnn.export.verify` (with `--weights int8`, whose activations
-are quantized at run time, top-1 must agree where Keras' top logit leads
-by more than `verify.INT8_MARGIN`). On any failure nothing is written and
-the exit status is non-zero.
+tolerance of `kbnn.export.verify`, in every `--weights` mode. On any failure
+nothing is written and the exit status is non-zero.
 """
 
 import argparse
@@ -47,8 +45,9 @@ def _parser():
     parser.add_argument("-o", "--output", help="output path (default: MODEL.tflite)")
     parser.add_argument("--weights", choices=WEIGHT_MODES, default="packed",
                         help="how binary kernels are stored: packed 1 bit each (default), "
-                        "float32, or int8 (bigger files, faster on the stock runtime; verified "
-                        "with a looser tolerance, see kbnn.export.verify)")
+                        "float32, or int8 / int4 / int2 (bigger files, much faster on the "
+                        "stock runtime, exact for inputs on the 1/255 grid; int4 / int2 store "
+                        "dense kernels only, convolutions int8; see kbnn.export.lowbit)")
     parser.add_argument("--verify-data", metavar="DIR_OR_NPY",
                         help="verification inputs: a directory of IDX files (the images "
                         "file whose items fit the model's input, a test split first; uint8 "
@@ -109,7 +108,7 @@ def _npy_inputs(path, shape):
 
 def _verification_inputs(model, source, samples):
     """`samples` inputs from `source` (a directory of IDX files or a .npy file of
-    inputs), else uniform random inputs in [0, 1), and a description of them."""
+    inputs), else random pixels k/255, and a description of them."""
     shape = tuple(model.inputs[0].shape[1:])
     if None in shape:
         raise ExportError(f"model {model.name!r} takes inputs of shape {(None, *shape)}; "
@@ -122,7 +121,9 @@ def _verification_inputs(model, source, samples):
                              f"{shape} take {size / 2**30:,.1f} GiB; give at most "
                              f"{MAX_RANDOM_BYTES // (4 * int(np.prod(shape))):,}.")
         rng = np.random.default_rng(0)
-        return rng.random((samples, *shape), np.float32), "random inputs in [0, 1)"
+        # On the 1/255 grid of pixels, where the integer weights modes are exact.
+        pixels = rng.integers(0, 256, (samples, *shape)).astype(np.float32) / np.float32(255)
+        return pixels, "random inputs (pixels k/255)"
     if os.path.isdir(source):
         inputs, name = _idx_inputs(source, shape)
     elif source.endswith(".npy") and os.path.isfile(source):

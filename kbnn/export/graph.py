@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from kbnn.export import bits as bitlib
+from kbnn.export import lowbit
 from kbnn.export.plan import linear_chain
 
 __all__ = ["inference_function", "run_functional"]
@@ -122,6 +123,8 @@ class _Emitter:
                 self.probe_names.append(plan.name)
                 self._probes.append(x)
             x = layer.quantize_input(x, training=False)
+        if plan.feed:
+            x = lowbit.feed(x, plan)
         if plan.design == "xor-popcount":
             y = self._xor_popcount_matmul(x, plan)
         elif plan.op == "depthwise":

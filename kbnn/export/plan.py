@@ -48,7 +48,10 @@ from kbnn.export import bits as bitlib
 __all__ = ["ExportError", "LayerPlan", "plan_model", "fold_batch_norm", "linear_chain",
            "WEIGHT_MODES", "XOR_POPCOUNT_MIN_WEIGHTS"]
 
-WEIGHT_MODES = ("packed", "float", "int8")
+# int4 / int2: binary dense kernels as INT4 / INT2, convolutions int8 (kbnn.export.lowbit).
+WEIGHT_MODES = ("packed", "float", "int8", "int4", "int2")
+# Bits per stored kernel value of the integer designs.
+INT_BITS = {"int8": 8, "int4": 4, "int2": 2}
 
 # Dense layers with binary inputs and at least this many weights use XOR-popcount by
 # default: below it the 256 KiB popcount table would outweigh the weights, and on the
@@ -97,6 +100,7 @@ class LayerPlan:
     scale: np.ndarray = dataclasses.field(default=None, repr=False)   # per channel, float64
     offset: np.ndarray = dataclasses.field(default=None, repr=False)  # per channel, float64
     kernel: np.ndarray = dataclasses.field(default=None, repr=False)  # what the file stores
+    feed: str = ""              # integer designs: how the input is encoded (kbnn.export.lowbit)
 
     # --- what it costs ---------------------------------------------------------------------
 
@@ -117,8 +121,8 @@ class LayerPlan:
 
     @property
     def int8_values(self):
-        """Kernel values stored as int8 (weights="int8")."""
-        return int(self.kernel.size) if self.design == "int8" else 0
+        """Kernel values stored as integers (designs int8, int4, int2)."""
+        return int(self.kernel.size) if self.design in INT_BITS else 0
 
     @property
     def applies_scale(self):
@@ -139,14 +143,18 @@ class LayerPlan:
 
     @property
     def bits(self):
-        """Bits of model payload: 1 per packed weight, 32 per float, 8 per int8 value."""
-        return self.packed_bits + 32 * self.float_values + 8 * self.int8_values
+        """Bits of model payload: 1 per packed weight, 32 per float, 8 / 4 / 2 per
+        int8 / int4 / int2 value."""
+        return (self.packed_bits + 32 * self.float_values
+                + INT_BITS.get(self.design, 0) * self.int8_values)
 
     @property
     def floor_bits(self):
         """The physical floor: 1 bit per binary weight (whatever `weights` mode stored
         it), 32 per float value, 8 per other int8 value."""
-        stored = {"float": 32, "int8": 8}.get(self.design, 1)
+        if self.design in INT_BITS:  # padding rows of an encoded input are not weights
+            return self.bits - INT_BITS[self.design] * self.int8_values + self.binary_weights
+        stored = {"float": 32}.get(self.design, 1)
         return self.bits - (stored - 1) * self.binary_weights
 
     @property
@@ -285,7 +293,7 @@ def _stored_kernel(design, op, kernel, bits, levels):
     """(stored array, its shape, Keras axes in stored order) for `design`."""
     if design == "float" and bits is None:
         return kernel.astype(np.float32), kernel.shape, ()
-    if design in ("float", "int8"):  # the converter stores int8 ones as int8
+    if design in ("float", *INT_BITS):  # the converter stores int8 ones as int8
         zero = 0.0 if levels == "0/h" else -1.0
         return np.where(bits, 1.0, zero).astype(np.float32), bits.shape, ()
     if design == "xor-popcount":   # row j = output j, each row padded to whole words
@@ -425,6 +433,9 @@ def plan_model(model, weights="packed", xor_popcount_min_weights=XOR_POPCOUNT_MI
              if not isinstance(layer, keras.layers.InputLayer)]
     if chain is not None:
         plans = _fold_batch_norms(plans)
+    from kbnn.export import lowbit  # imports this module
+
+    plans = list(lowbit.encode_plans(model, plans, weights))
     designs = [plan.design for plan in plans]
     if "xor-popcount" in designs:
         plans.insert(designs.index("xor-popcount"), POPCOUNT_TABLE)
