@@ -45,8 +45,9 @@ def _handle(variable):
     return variable.handle
 
 
-# The versions on which `_variable_index` and `_adam_slots` (Keras-private attributes) and `_handle`
-# (a Keras variable's TensorFlow handle, per replica under a strategy) were
+# The versions on which `_variable_index` and `_adam_slots` (Keras-private
+# attributes) and `_handle` (a Keras variable's TensorFlow handle, per replica
+# under a strategy) were
 # checked; tests/test_optimizers.py fails on any other, so someone checks again.
 _CHECKED_ON = {"keras": "3.15", "tensorflow": "2.21"}
 
