@@ -100,8 +100,9 @@ def _clipped_gradient(x, dy, clip_value):
         # One fused kernel (one pass over x) in place of abs, compare and
         # select. FakeQuant's gradient passes dy where nudged_min <= x <=
         # nudged_max; with 2 narrow-range bits over [-c, c] the scale is c and
-        # the zero point exactly 2, so the nudged range is exactly [-c, c]. Masked entries are dy * 0: a signed zero,
-        # or NaN where dy is inf or NaN (tf.where would give 0 there).
+        # the zero point exactly 2, so the nudged range is exactly [-c, c].
+        # Masked entries are dy * 0: a signed zero, or NaN where dy is inf or
+        # NaN (tf.where would give 0 there).
         return tf.raw_ops.FakeQuantWithMinMaxArgsGradient(
             gradients=dy, inputs=x, min=-float(clip_value), max=float(clip_value),
             num_bits=2, narrow_range=True)
@@ -550,9 +551,9 @@ def get(identifier):
     Strings are the snake-case names ("ste_sign", "stochastic_sign",
     "approx_sign", "swish_sign", "magnitude_aware_sign", "ste_heaviside",
     "ste_tern", "dorefa_quantizer") or the class names; dicts come from
-    `serialize` (or are Larq-style `{"class_name": "SteSign", "config": {...}}`); one of this module's plain
-    functions becomes its class with default arguments (so it serializes);
-    any other callable is used as it is.
+    `serialize` (or are Larq-style `{"class_name": "SteSign", "config": {...}}`);
+    one of this module's plain functions becomes its class with default
+    arguments (so it serializes); any other callable is used as it is.
     """
     if identifier is None or isinstance(identifier, Quantizer):
         return identifier

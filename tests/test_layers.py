@@ -389,7 +389,8 @@ def test_pad_values_on_every_convolution_with_same_padding(make, shape):
 def test_every_layer_round_trips_through_a_keras_file(tmp_path):
     inputs = keras.Input((6, 6, 2))
     x = QuantSeparableConv2D(3, 3, padding="same", pad_values=1.0, input_quantizer="ste_sign",
-                             depthwise_quantizer="ste_sign", pointwise_quantizer="ste_sign")(inputs)
+                             depthwise_quantizer="ste_sign",
+                             pointwise_quantizer="ste_sign")(inputs)
     x = QuantConv2DTranspose(2, 3, strides=2, kernel_quantizer="ste_tern")(x)
     x = keras.layers.Reshape((13 * 13, 2))(x)
     x = QuantConv1D(2, 3, padding="same", pad_values=-1.0, kernel_quantizer="dorefa_quantizer",

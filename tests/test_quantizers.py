@@ -224,7 +224,8 @@ def test_ste_tern_ternary_weight_networks_threshold():
 def test_dorefa_activations():
     x = np.array([-0.5, 0.0, 0.1, 0.2, 0.5, 0.84, 1.0, 3.0], "float32")
     y, g = value_and_grad(lambda v: q.dorefa_quantizer(v, k_bit=2), x)
-    np.testing.assert_allclose(y * 3, [0, 0, 0, 1, 2, 3, 3, 3], atol=1e-6)  # half to even: 1.5 -> 2
+    # Rounding is half to even: 0.5 * 3 = 1.5 -> 2.
+    np.testing.assert_allclose(y * 3, [0, 0, 0, 1, 2, 3, 3, 3], atol=1e-6)
     np.testing.assert_array_equal(g, [0, 1, 1, 1, 1, 1, 1, 0])  # the clip's gradient
     assert q.get("dorefa_quantizer").get_config()["mode"] == "activations"
 
