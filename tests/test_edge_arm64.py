@@ -65,8 +65,7 @@ def _arm64_ready():
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"edge/arm64/run.sh --check failed: {error}"
     if check.returncode != 0:
-        return (f"no emulated ARM64 environment ({check.stderr.strip()[-300:]}); "
-                "run edge/arm64/prepare.sh")
+        return f"no emulated ARM64 environment: {check.stderr.strip()[-300:]}"
     return None
 
 
