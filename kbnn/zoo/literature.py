@@ -12,14 +12,14 @@ Each builder rebuilds one model of Larq Zoo 2.4.0 layer by layer (same layers in
 the same order, same quantizers, clip values, constraints, initializers, padding
 and batch-norm settings), so at 224x224x3 and 1000 classes it has exactly Larq
 Zoo's parameter counts, and a weights file that Larq Zoo saved, including the
-`.h5` files it releases, loads into it with identical predictions:
+`.h5` files it releases, loads into it (positionally, as Keras loads `.h5`
+files) and predicts what Larq Zoo's model predicts, to float rounding:
 
     model = kbnn.zoo.quicknet(weights="quicknet_weights.h5")
 
-Like Larq Zoo's models, they take images as Larq Zoo's training fed them and end
-(with `include_top=True`) in a softmax over `num_classes`; with
-`include_top=False` they end with the last feature map. Keras applies no input
-preprocessing here.
+Like Larq Zoo's models they include no preprocessing (prepare images as Larq
+Zoo's `preprocess_input` does) and end, with `include_top=True`, in a softmax
+over `num_classes`; with `include_top=False` they end with the last feature map.
 
 ImageNet weights are not shipped with kbnn: Larq Zoo releases them on its GitHub
 releases page. `larq_zoo_weights(builder)` gives the address of a builder's file
