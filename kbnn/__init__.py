@@ -10,9 +10,9 @@
 13056.0
 
 Modules: `quantizers`, `layers`, `constraints`, `activations`, `math`, `context`,
-`optimizers`, `callbacks`, `summary`, `data` (Fashion-MNIST), `zoo` (architectures
-and released weights), `distill` (knowledge distillation); `kbnn.export` (TFLite
-export, imported on its own) and `python -m kbnn.train`.
+`optimizers`, `callbacks`, `metrics`, `summary`, `data` (Fashion-MNIST), `zoo`
+(architectures and released weights), `distill` (knowledge distillation);
+`kbnn.export` (TFLite export, imported on its own) and `python -m kbnn.train`.
 """
 
 from kbnn.startup import quiet_tensorflow_startup as _quiet_startup
@@ -29,12 +29,13 @@ if _keras.backend.backend() != "tensorflow":
     )
 
 from kbnn import (  # noqa: E402
-    activations, callbacks, constraints, context, data, distill, layers, math, optimizers,
-    quantizers, zoo,
+    activations, callbacks, constraints, context, data, distill, layers, math, metrics,
+    optimizers, quantizers, zoo,
 )
 from kbnn.summary import ModelSummary, summary  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["activations", "callbacks", "constraints", "context", "data", "distill", "layers",
-           "math", "optimizers", "quantizers", "zoo", "summary", "ModelSummary"]
+           "math", "metrics", "optimizers", "quantizers", "zoo", "summary",
+           "ModelSummary"]

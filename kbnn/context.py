@@ -20,9 +20,11 @@ optimizer and saved files keep the latent values. The scope is per thread.
 import contextlib
 import threading
 
-__all__ = ["quantized_scope", "should_quantize"]
+__all__ = ["quantized_scope", "should_quantize", "metrics_scope", "get_training_metrics"]
 
 _state = threading.local()
+_training_metrics = set()
+_KNOWN_METRICS = ("flip_ratio",)
 
 
 @contextlib.contextmanager
@@ -44,3 +46,33 @@ def quantized_scope(quantize):
 def should_quantize():
     """Whether the innermost `quantized_scope` of this thread quantizes (False outside any)."""
     return getattr(_state, "quantize", False)
+
+
+@contextlib.contextmanager
+def metrics_scope(metrics=()):
+    """Kernel quantizers of kbnn layers built in the block get these training `metrics`.
+
+    Only for quantizers given without their own `metrics`; "flip_ratio" is
+    the one known metric (`kbnn.metrics.FlipRatio`).
+
+    >>> with kbnn.context.metrics_scope(["flip_ratio"]):
+    ...     layer = kbnn.layers.QuantDense(3, kernel_quantizer="ste_sign")
+    >>> layer.kernel_quantizer.training_metrics
+    ['flip_ratio']
+    """
+    unknown = [m for m in metrics if m not in _KNOWN_METRICS]
+    if unknown:
+        raise ValueError(f"Unknown training metric {unknown[0]!r}; known: "
+                         f"{', '.join(_KNOWN_METRICS)}.")
+    previous = set(_training_metrics)
+    _training_metrics.update(metrics)
+    try:
+        yield _training_metrics
+    finally:
+        _training_metrics.clear()
+        _training_metrics.update(previous)
+
+
+def get_training_metrics():
+    """The (live) set of training metrics of the enclosing `metrics_scope`s."""
+    return _training_metrics

@@ -70,7 +70,11 @@ class _QuantizerMixin:
         super().__init__(*args, **kwargs)
         self.input_quantizer = quantizers.get(input_quantizer)
         for slot, quantizer in zip(self._slots, kernel_quantizers):
-            setattr(self, slot.quantizer, quantizers.get(quantizer))
+            quantizer = quantizers.get(quantizer)
+            if (isinstance(quantizer, quantizers.Quantizer) and quantizer.training_metrics is None
+                    and context.get_training_metrics()):
+                quantizer.training_metrics = sorted(context.get_training_metrics())
+            setattr(self, slot.quantizer, quantizer)
 
     @property
     def quantized(self):

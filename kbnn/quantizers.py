@@ -37,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from kbnn.larq_config import from_larq_dict
+from kbnn.metrics import FlipRatio
 
 __all__ = [
     "sign",
@@ -302,13 +303,42 @@ class Quantizer(keras.layers.Layer):
     `precision` is the number of bits of the output (None: unknown, e.g. a
     float); 1 makes the quantizer binary (`is_binary`), and `kbnn.summary`
     counts the weights it quantizes at that many bits.
+
+    `metrics=["flip_ratio"]` adds a `kbnn.metrics.FlipRatio` of the output,
+    updated at each training call (Larq updates it at every call), which
+    `fit` logs as "flip_ratio/<quantizer name>". None: the metrics of the
+    enclosing `kbnn.context.metrics_scope` when a kbnn layer takes it as a
+    kernel quantizer.
     """
 
     precision = None
 
-    def __init__(self, **kwargs):
+    def __init__(self, metrics=None, **kwargs):
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
+        self.training_metrics = None if metrics is None else list(metrics)
+        for metric in self.training_metrics or ():
+            if metric != "flip_ratio":
+                raise ValueError(f"Unknown quantizer metric {metric!r}; known: flip_ratio.")
+
+    def build(self, input_shape):
+        if "flip_ratio" in (self.training_metrics or ()):
+            self.flip_ratio = FlipRatio(name=f"flip_ratio/{self.name}")
+            self.flip_ratio.build(input_shape)
+        super().build(input_shape)
+
+    def __call__(self, inputs, *args, training=None, **kwargs):
+        outputs = super().__call__(inputs, *args, training=training, **kwargs)
+        if (training and hasattr(self, "flip_ratio")
+                and not isinstance(outputs, keras.KerasTensor)):
+            self.flip_ratio.update_state(outputs)
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        if self.training_metrics is not None:
+            config["metrics"] = self.training_metrics
+        return config
 
     def compute_output_shape(self, input_shape):
         return input_shape

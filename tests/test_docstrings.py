@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import kbnn
-from kbnn import (activations, callbacks, constraints, context, distill, larq_config, layers, math, optimizers,
-                  quantizers, tables)
+from kbnn import (activations, callbacks, constraints, context, distill, larq_config, layers,
+                  math, metrics, optimizers, quantizers, tables)
 from kbnn.export import bits, graph, plan, verify
 
 
@@ -16,7 +16,7 @@ from kbnn.export import bits, graph, plan, verify
     kbnn, quantizers, constraints, layers, bits, kbnn.zoo, kbnn.zoo.fashion_mnist, kbnn.zoo.spec,
     kbnn.zoo.weights, distill, optimizers,
     importlib.import_module("kbnn.summary"), kbnn.export, plan, graph, verify, tables,
-    larq_config, activations, math, context, callbacks,
+    larq_config, activations, math, context, callbacks, metrics,
 ], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     # Each example imports what it uses beyond kbnn and numpy.
