@@ -10,6 +10,8 @@ KBNN_DELEGATE = Extension(
     "kbnn.runtime._kbnn_delegate",
     sources=[f"kbnn/runtime/csrc/{name}" for name in _DELEGATE_SOURCES],
     include_dirs=["kbnn/runtime/csrc"],
+    depends=[f"kbnn/runtime/csrc/{name}" for name in
+             ("tflite_abi.h", "delegate.h", "bitkernels.h", "threadpool.h")],
     extra_compile_args=["-std=c11", "-O2", "-ffp-contract=off"],
     libraries=["pthread"],
     optional=True,
