@@ -79,6 +79,14 @@ def test_interpreter_uses_the_delegate_with_the_interpreters_threads(mlp128_file
     assert runtime.delegate_threads(delegate) == 2
 
 
+@pytest.mark.parametrize("module", [runtime, description], ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    import doctest
+
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
 def test_layout_versions_agree():
     lib = ctypes.CDLL(runtime.library_path())
     assert lib.kbnn_layout_version() == runtime.LAYOUT_VERSION == description.LAYOUT_VERSION

@@ -1,12 +1,20 @@
 """kbnn's LiteRT delegate: runs the packed binary layers of an exported file with bit kernels.
 
->>> import numpy as np, kbnn.runtime                            # doctest: +SKIP
->>> interpreter = kbnn.runtime.Interpreter(model_path="bnn_mlp_1024.tflite", num_threads=1)
+>>> import keras, numpy as np, kbnn, kbnn.runtime
+>>> model = keras.Sequential([keras.Input((64,)), kbnn.layers.QuantDense(
+...     8, input_quantizer="ste_sign", kernel_quantizer="ste_sign", use_bias=False)])
+>>> delegate = kbnn.runtime.load_delegate()
+>>> from ai_edge_litert.interpreter import Interpreter
+>>> interpreter = Interpreter(model_content=kbnn.export.to_tflite(model),
+...                           experimental_delegates=[delegate])
+>>> kbnn.runtime.claimed_layers(delegate)               # XNOR + popcount from now on
+1
 >>> interpreter.allocate_tensors()
->>> detail = interpreter.get_input_details()[0]
->>> interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], np.float32))
->>> interpreter.invoke()                                      # binary layers: XNOR + popcount
+>>> interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
+...                        np.ones((1, 64), np.float32))
+>>> interpreter.invoke()
 
+`kbnn.runtime.Interpreter(model_path=..., num_threads=...)` does the same in one call.
 The file is the one `python -m kbnn.export --tflite` writes, unchanged: builtin
 ops only, so the stock runtime runs it without the delegate, and with it the
 delegate claims each packed layer it recognises (dense layers in this build;
