@@ -43,6 +43,7 @@
 #define MAX_CHAIN 16
 #define MAX_TAIL 4
 #define MAX_POPCOUNT_BITS (1 << 24) /* counts stay exact in float32 */
+#define MIN_PARALLEL_WORK (1L << 18) /* weights of a layer worth splitting across threads */
 
 typedef struct kbnn_layer kbnn_layer;
 
@@ -790,6 +791,8 @@ static TfLiteStatus run_layer(TfLiteContext *ctx, kbnn_partition *p, const kbnn_
            l->output, l->rows, l->k);
     return kTfLiteError;
   }
+  /* Waking a thread costs microseconds: split only layers worth more than that. */
+  kbnn_pool *pool = (long)l->rows * l->k >= MIN_PARALLEL_WORK ? s->pool : NULL;
   row_job job;
   memset(&job, 0, sizeof job);
   job.k = &s->kernels;
@@ -813,14 +816,14 @@ static TfLiteStatus run_layer(TfLiteContext *ctx, kbnn_partition *p, const kbnn_
       job.binary = binary;
       job.x = x;
       if (!binary) {
-        kbnn_pool_run(s->pool, run_blocks, &job, l->blocks, 4);
+        kbnn_pool_run(pool, run_blocks, &job, l->blocks, 4);
         continue;
       }
       memset(p->xbits, 0, l->words * sizeof(uint64_t));
       for (int k = 0; k < l->k; ++k)
         p->xbits[k >> 6] |= (uint64_t)((xb[k] >> 31) ^ 1u) << (k & 63);
     }
-    kbnn_pool_run(s->pool, run_rows, &job, l->rows, CHUNK);
+    kbnn_pool_run(pool, run_rows, &job, l->rows, CHUNK);
   }
   return kTfLiteOk;
 }
