@@ -59,14 +59,14 @@ from kbnn.export.plan import INT_BITS, ExportError
 __all__ = ["INT_BITS", "MIN_RUNTIME", "DYNAMIC_RANGE_MIN_WEIGHTS", "encode_plans", "feed",
            "store_low_bit", "input_columns"]
 
-# The oldest runtime found to run each weights mode's files (checked by running the
-# released models' files on the tflite-runtime / ai-edge-litert releases from PyPI).
+# The oldest runtime that ran each mode's files of the released MLP and CNN exactly, of
+# tflite-runtime 2.14.0 and ai-edge-litert 1.0.1 ... 2.3.0 from PyPI (Linux x86-64).
 MIN_RUNTIME = {
-    "packed": "tflite-runtime 2.14.0 (TensorFlow Lite 2.14) or any later LiteRT",
-    "float": "tflite-runtime 2.14.0 (TensorFlow Lite 2.14) or any later LiteRT",
-    "int8": "tflite-runtime 2.14.0 (TensorFlow Lite 2.14) or any later LiteRT",
-    "int4": "ai-edge-litert 1.2.0 or later",
-    "int2": "ai-edge-litert 2.1.0 or later",
+    "packed": "tflite-runtime 2.14.0 or any LiteRT (ai-edge-litert 1.0.1+)",
+    "float": "tflite-runtime 2.14.0 or any LiteRT (ai-edge-litert 1.0.1+)",
+    "int8": "ai-edge-litert 1.0.1+ (tflite-runtime 2.14.0 lacks FULLY_CONNECTED v12)",
+    "int4": "ai-edge-litert 1.0.1+ (tflite-runtime 2.14.0 lacks FULLY_CONNECTED v12)",
+    "int2": "ai-edge-litert 2.1.2+ (2.1.1 and older cannot run INT2 FULLY_CONNECTED)",
 }
 
 # The converter's dynamic-range quantization leaves kernels with fewer elements than this
