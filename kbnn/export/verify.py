@@ -122,6 +122,16 @@ def run_tflite(tflite_bytes, inputs, num_threads=1, batch_size=256):
     return np.concatenate(outputs)
 
 
+def _run_signature(tflite_bytes, inputs, batch_size=256):
+    """Every named output of a file's signature for `inputs`, run `batch_size` at a time
+    (a dynamic-batch file; a whole test set at once can exceed LiteRT's limits)."""
+    runner = _interpreter(tflite_bytes).get_signature_runner()
+    name = next(iter(runner.get_input_details()))
+    chunks = [runner(**{name: inputs[start:start + batch_size]})
+              for start in range(0, len(inputs), batch_size)]
+    return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
+
+
 @dataclasses.dataclass
 class Verification:
     """What `compare` found: agreement, the largest logit difference, and the inputs it
@@ -189,7 +199,11 @@ def compare(model, tflite_bytes, inputs, weights="packed", plans=None):
     bad = (diff > tolerance).any(-1)
     failed = bad | (judged & ~agree)
     if failed.any():
-        ties = failed & sign_ties(model, inputs, plans, weights, actual)
+        try:
+            ties = failed & sign_ties(model, inputs, plans, weights, actual)
+        except (RuntimeError, ValueError) as error:
+            raise VerificationError(f"LiteRT could not run the exported model with its "
+                                    f"pre-sign activations as outputs: {error}") from error
         result.boundary_ties = int(ties.sum())
         failed &= ~ties
     if failed.any():
@@ -234,8 +248,7 @@ def sign_ties(model, inputs, plans=None, weights="packed", litert_outputs=None):
                                               function.probe_names]).predict(inputs, verbose=0)
     if len(function.probe_names) == 1:
         keras_probes = [keras_probes]
-    runner = _interpreter(probe_file).get_signature_runner()
-    outputs = runner(**{runner.get_input_details().popitem()[0]: inputs})
+    outputs = _run_signature(probe_file, inputs)
     litert_probes = [outputs[f"output_{i + 1}"] for i in range(len(function.probe_names))]
     undecided = np.ones(len(inputs), bool)
     if litert_outputs is not None:  # the probe file computes what the file under test did
