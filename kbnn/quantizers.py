@@ -183,6 +183,12 @@ def swish_sign(x, beta=5.0):
     """
 
     def grad(x, dy):
+        if x.dtype != tf.float32:
+            # In float16, cosh overflows from |beta x| > 11, and dy (loss-scaled
+            # under mixed precision) times the numerator overflows: inf / inf.
+            # The factor itself is small, so compute it in float32.
+            factor = grad(tf.cast(x, tf.float32), tf.ones_like(x, tf.float32))
+            return dy * tf.cast(factor, dy.dtype)
         bx = beta * x
         return dy * beta * (2.0 - bx * tf.tanh(bx / 2.0)) / (1.0 + tf.cosh(bx))
 
