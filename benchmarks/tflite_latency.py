@@ -4,7 +4,9 @@
 
 Batch 1, LiteRT (`ai_edge_litert`), median of `--runs` timed invokes after a
 warm-up; the designs of one model are timed in interleaved rounds so machine
-noise hits them alike. "bnn packed+kbnn" is the same packed file run with
+noise hits them alike. "bnn int8/int4/int2" store the binary kernels as integers
+that the stock runtime's XNNPACK multiplies, exactly (`kbnn.export.lowbit`).
+"bnn packed+kbnn" is the same packed file run with
 kbnn's delegate (`kbnn.runtime`), when its library is built. Each float twin has its BNN's architecture; released
 weights are used where saved_models/ has them (latency does not depend on
 weight values). Prints one table; ratios are to the float twin measured in the
@@ -89,7 +91,7 @@ def main():
     for name in args.models:
         bnn, float_twin = (build(*spec) for spec in MODELS[name])
         files = {"float twin": kbnn.export.to_tflite(float_twin)}
-        for weights in ("packed", "int8"):
+        for weights in ("packed", "int8", "int4", "int2"):
             files[f"bnn {weights}"] = kbnn.export.to_tflite(bnn, weights=weights)
         print(f"{name}: exported {', '.join(f'{k} {len(v):,} B' for k, v in files.items())}",
               flush=True)
