@@ -17,7 +17,8 @@ import dataclasses
 import numpy as np
 
 __all__ = ["LOGIT_ATOL", "LOGIT_RTOL", "PRESIGN_ATOL", "VerificationError", "Verification",
-           "run_tflite", "op_names", "custom_ops", "compare", "sign_ties", "require_litert"]
+           "run_tflite", "run_interpreter", "op_names", "custom_ops", "compare", "sign_ties",
+           "require_litert"]
 
 # Keras and LiteRT add the same +-1 terms in a different order and apply the folded
 # batch norm as one multiply-add: logits agree to float32 rounding, scaled by their size.
@@ -98,7 +99,19 @@ def run_tflite(tflite_bytes, inputs, num_threads=1, batch_size=256):
     A file with a static batch size N runs N inputs at a time, the last chunk
     padded with zeros (their outputs are dropped).
     """
-    interpreter = _interpreter(tflite_bytes, num_threads)
+    return run_interpreter(_interpreter(tflite_bytes, num_threads), inputs, batch_size)
+
+
+def run_interpreter(interpreter, inputs, batch_size=256):
+    """`run_tflite` on an interpreter made elsewhere (e.g. with a delegate loaded).
+
+    >>> import keras, numpy as np, kbnn.export
+    >>> from ai_edge_litert.interpreter import Interpreter
+    >>> tflite = kbnn.export.to_tflite(keras.Sequential([keras.Input((3,)),
+    ...                                                  keras.layers.Dense(2)]))
+    >>> run_interpreter(Interpreter(model_content=tflite), np.ones((5, 3))).shape
+    (5, 2)
+    """
     detail = interpreter.get_input_details()[0]
     output = interpreter.get_output_details()[0]["index"]
     inputs = np.asarray(inputs, np.float32)
