@@ -181,7 +181,7 @@ class QuantizedKernel:
         return f"<QuantizedKernel of {self.path} through {type(self.quantizer).__name__}>"
 
 
-def _same_padding(size, kernel_size, stride, dilation):
+def same_padding(size, kernel_size, stride, dilation):
     """(before, after) that "same" padding adds to a spatial axis of `size`.
 
     TensorFlow's rule: the output has ceil(size / stride) positions; the odd
@@ -216,7 +216,7 @@ class _PadValuesMixin:
         first = 1 if self.data_format == "channels_last" else 2
         dynamic = ops.shape(inputs)
         spatial = [
-            _same_padding(inputs.shape[axis] if inputs.shape[axis] is not None
+            same_padding(inputs.shape[axis] if inputs.shape[axis] is not None
                           else dynamic[axis], k, s, d)
             for axis, k, s, d in zip(range(first, first + self.rank), self.kernel_size,
                                      self.strides, self.dilation_rate)

@@ -211,6 +211,29 @@ def test_bi_real_shortcuts_export_packed_and_agree():
     assert check.top1_agreement == 1.0
 
 
+@pytest.mark.parametrize("depthwise", [False, True], ids=["conv", "depthwise"])
+@pytest.mark.parametrize("pad_value", [1.0, -1.0])
+def test_pad_values_export_as_the_layer_pads(depthwise, pad_value):
+    """Larq's pad_values: the exported file pads "same" convolutions with that value too
+    (zero padding would change every border output of these +-1 inputs)."""
+    keras.utils.set_random_seed(0)
+    binary = dict(input_quantizer="ste_sign", strides=(2, 1), padding="same",
+                  pad_values=pad_value, name="padded")
+    layer = (QuantDepthwiseConv2D(3, depthwise_quantizer="ste_sign", **binary) if depthwise
+             else QuantConv2D(5, 3, kernel_quantizer="ste_sign", **binary))
+    model = keras.Sequential([keras.Input((7, 8, 3)), layer, keras.layers.BatchNormalization(),
+                              keras.layers.Flatten(), QuantDense(4, kernel_quantizer="ste_sign")])
+    randomize_batch_norms(model, np.random.default_rng(1))
+    result = export_tflite(model)
+    assert result.plans[0].pad_value == pad_value and result.plans[0].packed_bits
+    inputs = np.random.default_rng(2).normal(size=(64, 7, 8, 3)).astype("float32")
+    np.testing.assert_allclose(verify.run_tflite(result.tflite, inputs),
+                               model.predict(inputs, verbose=0), rtol=1e-5, atol=1e-5)
+    refusal = "depthwise" if depthwise else "pad_values"  # int8 refuses binary depthwise
+    with pytest.raises(ExportError, match=f"Layer 'padded' .*{refusal}.*--weights packed"):
+        to_tflite(model, weights="int8")
+
+
 def test_batch_dependent_input_quantizer_is_refused():
     inputs = keras.Input((4,))
     outputs = QuantDense(2, input_quantizer="magnitude_aware_sign", name="mag")(inputs)

@@ -39,6 +39,7 @@ import tensorflow as tf
 from kbnn.export import bits as bitlib
 from kbnn.export import lowbit
 from kbnn.export.plan import linear_chain
+from kbnn.layers import same_padding
 
 __all__ = ["inference_function", "run_functional"]
 
@@ -125,13 +126,16 @@ class _Emitter:
             x = layer.quantize_input(x, training=False)
         if plan.feed:
             x = lowbit.feed(x, plan)
+        padding = plan.padding
+        if plan.pad_value and padding == "SAME":
+            x, padding = _pad_same(x, plan), "VALID"
         if plan.design == "xor-popcount":
             y = self._xor_popcount_matmul(x, plan)
         elif plan.op == "depthwise":
-            y = tf.nn.depthwise_conv2d(x, w, (1, *plan.strides, 1), plan.padding,
+            y = tf.nn.depthwise_conv2d(x, w, (1, *plan.strides, 1), padding,
                                        dilations=plan.dilation)
         elif plan.op == "conv":
-            y = tf.nn.conv2d(x, w, plan.strides, plan.padding, dilations=plan.dilation)
+            y = tf.nn.conv2d(x, w, plan.strides, padding, dilations=plan.dilation)
         elif x.shape.rank == 2:
             y = tf.matmul(x, w)
         else:
@@ -169,6 +173,14 @@ class _Emitter:
 
             x = run_functional(self.model, x, export_op)
         return (x, *self._probes) if self.probe else x
+
+
+def _pad_same(x, plan):
+    """`x` padded as "same" padding pads it, with `plan.pad_value` (as the layer does)."""
+    kernel = plan.kernel_shape[:2]
+    spatial = [same_padding(int(x.shape[axis]), k, s, d) for axis, k, s, d in
+               zip((1, 2), kernel, plan.strides, plan.dilation)]
+    return tf.pad(x, [(0, 0), *spatial, (0, 0)], constant_values=plan.pad_value)
 
 
 def inference_function(model, plans, batch_size=None, probe=False):

@@ -124,6 +124,10 @@ def _encode(plan, layer, model, weights):
     if plan.op == "depthwise":
         raise ExportError(f"Layer {plan.name!r} ({plan.kind}): a binary depthwise convolution "
                      f"cannot be stored exactly with --weights {weights}; use {modes}.")
+    if plan.pad_value and plan.padding == "SAME":
+        raise ExportError(f"Layer {plan.name!r} ({plan.kind}) pads with pad_values="
+                          f"{plan.pad_value:g}, which the input encoding of --weights {weights} "
+                          f"does not keep; use {modes}.")
     design = weights if plan.op == "dense" else "int8"   # LiteRT's CONV_2D has no INT4/INT2
     kernel = np.asarray(plan.kernel, np.float32)
     if kernel.size < DYNAMIC_RANGE_MIN_WEIGHTS:

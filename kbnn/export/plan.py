@@ -94,6 +94,8 @@ class LayerPlan:
     strides: tuple = ()         # conv and depthwise: strides, padding, dilation
     padding: str = ""
     dilation: tuple = ()
+    pad_value: float = 0.0      # conv and depthwise: what "same" padding pads with (Larq's
+                                # `pad_values`; 0 is Keras's zero padding)
     binary_weights: int = 0     # weights of a binary kernel, however they are stored
     table_values: int = 0       # float32 lookup-table entries (not model parameters)
     folded: str = ""            # the batch norm folded into this layer, if any
@@ -327,7 +329,8 @@ def _plan_kernel_layer(layer, weights, min_weights):
     bias = np.zeros(int(np.prod(channels_shape))) if layer.bias is None else layer.bias
     conv = {} if op == "dense" else dict(
         strides=tuple(layer.strides), padding=layer.padding.upper(),
-        dilation=tuple(layer.dilation_rate))
+        dilation=tuple(layer.dilation_rate),
+        pad_value=float(getattr(layer, "pad_values", 0.0) or 0.0))
     return LayerPlan(
         layer.name, kind, op, design=design, weights=int(layer.count_params()),
         binary_levels=levels, input_quantizer=_name(input_quantizer),
