@@ -5,12 +5,14 @@ under qemu on an emulated Cortex-A53; the x86 side runs the same script
 (`edge/arm64/run_model.py`) in this process with the x86 wheel. Both get the first 200
 Fashion-MNIST test images.
 
-Measured here (ai-edge-litert 2.3.0 on both sides, 200 images): packed and int8 files of
-both models give bit-identical logits; the float files differ in the last bits (max
-|diff| 1.4e-4 for the MLP and 7.4e-5 for the CNN, i.e. 4.5e-6 and 2.8e-6 of the row's
-largest |logit|), as XNNPACK's aarch64 and x86 float kernels sum in different orders. So
-packed and int8 must be equal, float within FLOAT_RTOL of each row's largest |logit|,
-and top-1 equal everywhere. kbnn's delegate, cross-built for aarch64
+Measured here (ai-edge-litert 2.3.0 on both sides, 200 images), as a fraction of each
+image's largest |logit|: packed, int8 and int4 files of both models give bit-identical
+logits; float differs in the last bits (4.5e-6 MLP, 2.8e-6 CNN; max |diff| 1.4e-4 and
+7.4e-5), as XNNPACK's aarch64 and x86 float kernels sum in different orders; int2 by
+float32 rounding (2.4e-7 MLP, 1.3e-7 CNN). RTOL holds the allowed difference per mode
+(about 20x the measured one), every mode of kbnn.export.WEIGHT_MODES is checked, and a
+new mode without a measured tolerance fails until one is added; top-1 must be equal
+everywhere. and top-1 equal everywhere. kbnn's delegate, cross-built for aarch64
 (kbnn/runtime/build_aarch64.sh), gives the stock aarch64 runtime's outputs bit for bit.
 
 Without qemu-aarch64-static or a prepared environment (`edge/arm64/prepare.sh`) the tests
@@ -30,12 +32,17 @@ import subprocess
 import numpy as np
 import pytest
 
+from kbnn.export import WEIGHT_MODES
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RUN_SH = REPO / "edge" / "arm64" / "run.sh"
 MODELS = {"mlp": "bnn_mlp_1024_deterministic", "cnn": "bnn_cnn_shortcuts_deterministic"}
-MODES = ("packed", "int8", "float")
+MODES = WEIGHT_MODES
 IMAGES = 200
-FLOAT_RTOL = 1e-4  # of the row's largest |logit|; measured at most 4.5e-6 (see above)
+# Allowed |ARM64 - x86| / the image's largest |x86 logit|, per mode; measured in brackets.
+RTOL = {"packed": 0.0, "int8": 0.0, "int4": 0.0,  # [0.0, 0.0, 0.0]
+        "int2": 5e-6,  # [2.4e-7]
+        "float": 1e-4}  # [4.5e-6]
 EMULATION_TIMEOUT = 1800  # seconds for one file on 200 images; the packed CNN needs ~200
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -139,14 +146,15 @@ def _arm64_logits(job):
 def test_arm64_matches_x86(outputs, model, mode):
     x86, arm = _arm64_logits(outputs[model, mode])
     assert arm.shape == x86.shape == (IMAGES, 10)
+    assert mode in RTOL, f"no ARM64 tolerance measured for export mode {mode!r}: run this " \
+                         f"test with RTOL[{mode!r}] = 0, read the difference, and add it"
     np.testing.assert_array_equal(arm.argmax(1), x86.argmax(1))
-    if mode == "float":
-        scale = np.abs(x86).max(axis=1, keepdims=True)
-        worst = float((np.abs(arm - x86) / scale).max())
-        assert worst <= FLOAT_RTOL, f"{model} float: ARM64 differs by {worst:.2e} of the " \
-                                    f"largest logit (allowed {FLOAT_RTOL:.0e})"
-    else:
+    if RTOL[mode] == 0:
         np.testing.assert_array_equal(arm, x86, err_msg=f"{model} {mode}: not bit-identical")
+    else:
+        worst = float((np.abs(arm - x86) / np.abs(x86).max(axis=1, keepdims=True)).max())
+        assert worst <= RTOL[mode], f"{model} {mode}: ARM64 differs by {worst:.2e} of the " \
+                                    f"largest logit (allowed {RTOL[mode]:.0e})"
 
 
 def test_run_sh_rejects_wrong_input_shape(arm64_environment, tmp_path):
