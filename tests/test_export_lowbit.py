@@ -114,6 +114,31 @@ def test_without_the_encoding_int8_is_not_exact(monkeypatch):
         verify.compare(model, result.tflite, pixels((200, 8, 8, 4)), weights="int8")
 
 
+@pytest.mark.parametrize("pad_value", [1.0, -1.0])
+def test_larq_pad_values_of_one_sign_stay_exact(pad_value):
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([
+        keras.Input((6, 7, 8)),
+        kbnn.layers.QuantConv2D(32, 3, padding="same", pad_values=pad_value, strides=(2, 1),
+                                kernel_quantizer="ste_sign", input_quantizer="ste_sign",
+                                name="padded"),
+        keras.layers.Flatten()])
+    model.get_layer("padded").bias.assign(np.linspace(-2.5, 2.5, 32).astype(np.float32))
+    result = export_tflite(model, weights="int8")
+    (plan,) = [p for p in result.plans if p.design]
+    assert (plan.feed, plan.pad_value) == ("unit", (pad_value + 1) / 2)
+    x = np.random.default_rng(5).normal(size=(100, 6, 7, 8)).astype(np.float32)
+    np.testing.assert_allclose(verify.run_tflite(result.tflite, x), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_pad_values_on_real_inputs_are_refused():
+    model = keras.Sequential([keras.Input((6, 6, 16)), kbnn.layers.QuantConv2D(
+        16, 3, padding="same", pad_values=1.0, kernel_quantizer="ste_sign", name="padded")])
+    with pytest.raises(ExportError, match=r"'padded'.*pad_values=1.*--weights packed or float"):
+        export_tflite(model, weights="int2")
+
+
 def test_unit_feed_folds_the_row_sums():
     model = conv_model(0.5 / 255)
     plans = {p.name: p for p in kbnn.export.plan_model(model, weights="packed")}

@@ -33,6 +33,7 @@ final float rescale rounds:
   columns (dense) or one channel (conv) of 1 with zero weights, so each row
   spans exactly [0, 1] and p / 255 is on the grid. Exact for inputs in
   [0, 1] on the 1/255 grid, which is what `kbnn.data` feeds.
+  Larq's ``pad_values=+-1`` pads with the unit of that value.
 * ``anchored``: a -1/+1 input to a SAME-padded convolution, whose zero
   padding is neither level (so ``unit`` would need a correction that
   varies with the position): fed as it is, with one constant channel of
@@ -123,34 +124,36 @@ def _encode(plan, layer, model, weights):
     modes = "--weights packed or float"
     if plan.op == "depthwise":
         raise ExportError(f"Layer {plan.name!r} ({plan.kind}): a binary depthwise convolution "
-                     f"cannot be stored exactly with --weights {weights}; use {modes}.")
-    if plan.pad_value and plan.padding == "SAME":
-        raise ExportError(f"Layer {plan.name!r} ({plan.kind}) pads with pad_values="
-                          f"{plan.pad_value:g}, which the input encoding of --weights {weights} "
-                          f"does not keep; use {modes}.")
+                          f"cannot be stored exactly with --weights {weights}; use {modes}.")
     design = weights if plan.op == "dense" else "int8"   # LiteRT's CONV_2D has no INT4/INT2
     kernel = np.asarray(plan.kernel, np.float32)
     if kernel.size < DYNAMIC_RANGE_MIN_WEIGHTS:
         # The converter keeps it float32: exact as it is, no encoding needed.
         return dataclasses.replace(plan, design="float")
     scale, offset = np.array(plan.scale), np.array(plan.offset)
+    pad_value = plan.pad_value if plan.padding == "SAME" else 0.0
+    if pad_value and not (plan.input_encoding == "signs" and pad_value in (-1.0, 1.0)):
+        raise ExportError(f"Layer {plan.name!r} ({plan.kind}) pads with pad_values="
+                          f"{plan.pad_value:g}, which the input encoding of --weights {weights} "
+                          f"does not keep (it keeps +-1 on a -1/+1 input); use {modes}.")
     if plan.input_encoding == "real":
         if not _fed_from_model_input(model, layer):
             raise ExportError(f"Layer {plan.name!r} ({plan.kind}) has a binary kernel but real "
-                         f"inputs computed inside the model, which run-time int8 quantization "
-                         f"would round; it cannot be stored exactly with --weights {weights}; "
-                         f"use {modes}, or give the layer a binary input quantizer.")
+                              f"inputs computed inside the model, which run-time int8 "
+                              f"quantization would round; it cannot be stored exactly with "
+                              f"--weights {weights}; use {modes}, or give the layer a binary "
+                              f"input quantizer.")
         feed, extra = "ranged", 1
     elif plan.input_encoding == "signs":
         feed, extra = "unit", 0
-        if plan.op == "conv" and plan.padding == "SAME":
+        if plan.op == "conv" and plan.padding == "SAME" and not pad_value:
             feed, extra = "anchored", 1
     elif _input_levels(layer) == (0.0, 1.0):
         feed, extra = "", 0     # already on every row's grid; zero padding is level 0
     else:
         raise ExportError(f"Layer {plan.name!r} ({plan.kind}): its input quantizer "
-                     f"{plan.input_quantizer!r} has levels {_input_levels(layer)}, which cannot "
-                     f"be fed exactly with --weights {weights}; use {modes}.")
+                          f"{plan.input_quantizer!r} has levels {_input_levels(layer)}, which "
+                          f"cannot be fed exactly with --weights {weights}; use {modes}.")
     if feed == "unit":
         offset = offset - scale * _row_sums(plan, kernel)
         scale = 2 * scale
@@ -164,8 +167,10 @@ def _encode(plan, layer, model, weights):
     frozen = [np.array(a) for a in (kernel, scale, offset)]
     for array in frozen:
         array.setflags(write=False)
+    # Padding +-1 (Larq's pad_values) is data like any input: fed as its unit, (p + 1) / 2.
     return dataclasses.replace(
         plan, design=design, feed=feed, stored_shape=tuple(kernel.shape),
+        pad_value=(pad_value + 1) / 2 if pad_value else plan.pad_value,
         kernel=frozen[0], scale=frozen[1], offset=frozen[2])
 
 
