@@ -10,13 +10,16 @@ import kbnn
 from kbnn import (activations, callbacks, constraints, context, distill, larq_config, layers,
                   math, metrics, optimizers, quantizers, tables)
 from kbnn.export import bits, graph, plan, verify
+from kbnn.train import record as train_record
+from kbnn.train import settings as train_settings
 
 
 @pytest.mark.parametrize("module", [
     kbnn, quantizers, constraints, layers, bits, kbnn.zoo, kbnn.zoo.fashion_mnist, kbnn.zoo.spec,
     kbnn.zoo.weights, distill, optimizers,
     importlib.import_module("kbnn.summary"), kbnn.export, plan, graph, verify, tables,
-    larq_config, activations, math, context, callbacks, metrics,
+    larq_config, activations, math, context, callbacks, metrics, train_settings, train_record,
+    importlib.import_module("kbnn.startup"),
 ], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     # Each example imports what it uses beyond kbnn and numpy.
