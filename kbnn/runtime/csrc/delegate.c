@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "bitkernels.h"
+#include "shapeeval.h"
 #include "threadpool.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -58,6 +59,9 @@ typedef struct kbnn_state {
   /* Layers matched by Prepare, handed to the kernels' init during the same call. */
   kbnn_layer *pending;
   int n_pending;
+  int *pending_aux; /* shape-only nodes claimed with them (the zero, byte table, flatten shape) */
+  kbnn_shape_op *pending_aux_ops;
+  int n_pending_aux;
 } kbnn_state;
 
 enum { DESIGN_UNPACK = 1, DESIGN_XOR = 2 };
@@ -93,6 +97,10 @@ struct kbnn_layer {
   tail_op tail[MAX_TAIL];
   int n_tail;
   int declined_at; /* source line where matching stopped, for verbose reports */
+  int flatten;       /* RESHAPE node folded before the FULLY_CONNECTED, or -1 */
+  int flat_shape;    /* its shape tensor */
+  int flat_output;   /* its output (the FULLY_CONNECTED's input in the file) */
+  int aux_checked;   /* zero and byte table evaluated by the delegate (shapeeval.c), not read */
 };
 
 typedef struct {
@@ -384,6 +392,7 @@ static int match_unpack(TfLiteContext *ctx, const graph_index *g, int xor_index,
   if (!o || o->type != kTfLiteFloat32) DECLINE();
   l->anchor = index;
   l->weights = t;
+  l->flatten = -1;
   add_node(l, index);
   l->output = match_tail(ctx, g, l, node_output(node));
   return 1;
@@ -401,6 +410,7 @@ static int match_xor(TfLiteContext *ctx, const graph_index *g, int xor_index, Tf
   memset(l, 0, sizeof *l);
   l->design = DESIGN_XOR;
   l->zero = l->table = l->weights = -1;
+  l->flatten = -1;
   if (x->inputs->size != 2 || x->outputs->size != 1) DECLINE();
   int ia = node_input(x, 0), ib = node_input(x, 1);
   TfLiteTensor *a = tensor_at(ctx, ia), *b = tensor_at(ctx, ib);
@@ -568,6 +578,8 @@ typedef struct {
   kbnn_part *parts;
   int n_parts;
   int failed;
+  kbnn_shape_op *aux_ops; /* shape-only nodes of this partition, plan order */
+  int n_aux;
   /* scratch for one input row */
   uint64_t *xbits;
   float *sums;
@@ -689,6 +701,14 @@ static void *kernel_init(TfLiteContext *ctx, const char *buffer, size_t length) 
     if (part->layer.blocks * 16 > p->max_rows) p->max_rows = part->layer.blocks * 16;
     s->claimed++;
   }
+  p->aux_ops = (kbnn_shape_op *)calloc((size_t)s->n_pending_aux + 1, sizeof(kbnn_shape_op));
+  if (!p->aux_ops) {
+    p->failed = 1;
+    return p;
+  }
+  for (int i = 0; i < s->n_pending_aux; ++i)
+    if (contains(nodes, s->pending_aux[i])) p->aux_ops[p->n_aux++] = s->pending_aux_ops[i];
+  covered += p->n_aux;
   if (covered != nodes->size) {
     report(ctx, "a partition of %d nodes holds %d nodes of recognised layers", nodes->size,
            covered);
@@ -707,6 +727,7 @@ static void kernel_free(TfLiteContext *ctx, void *buffer) {
   if (!p) return;
   for (int i = 0; i < p->n_parts; ++i) free_layer(&p->parts[i].layer);
   free(p->parts);
+  free(p->aux_ops);
   free(p->xbits);
   free(p->sums);
   free(p);
@@ -729,10 +750,18 @@ static TfLiteStatus resize(TfLiteContext *ctx, TfLiteTensor *t, int rank_, const
   return ctx->ResizeTensor(ctx, t, a); /* takes ownership */
 }
 
+static int partition_aux_ok(TfLiteContext *ctx, const kbnn_state *s, const kbnn_shape_op *aux,
+                            int n_aux, const kbnn_part *parts, int n_parts);
+
 static TfLiteStatus kernel_prepare(TfLiteContext *ctx, TfLiteNode *node) {
   kbnn_partition *p = (kbnn_partition *)node->user_data;
   if (!p || p->failed) {
     report(ctx, "the delegate kernel could not be initialised (see the messages above)");
+    return kTfLiteError;
+  }
+  if (!partition_aux_ok(ctx, p->state, p->aux_ops, p->n_aux, p->parts, p->n_parts)) {
+    report(ctx, "the zero, byte table or flatten shape that the file computes from the input's "
+           "shape is not what kbnn layout %d says", KBNN_LAYOUT_VERSION);
     return kTfLiteError;
   }
   for (int i = 0; i < p->n_parts; ++i) {
@@ -833,7 +862,8 @@ static TfLiteStatus kernel_invoke(TfLiteContext *ctx, TfLiteNode *node) {
   if (!p || p->failed) return kTfLiteError;
   for (int i = 0; i < p->n_parts; ++i) {
     const kbnn_layer *l = &p->parts[i].layer;
-    if (p->parts[i].has_chain && check_unpack_inputs(ctx, p->state, l) != kTfLiteOk)
+    if (p->parts[i].has_chain && !l->aux_checked &&
+        check_unpack_inputs(ctx, p->state, l) != kTfLiteOk)
       return kTfLiteError;
     if (p->parts[i].has_compute && run_layer(ctx, p, l) != kTfLiteOk) return kTfLiteError;
   }
@@ -868,18 +898,29 @@ static int build_index(TfLiteContext *ctx, const TfLiteIntArray *plan, graph_ind
 
 /* Whether a previewed partition holds whole chains and whole computations of layers, whose
  * inputs come from outside it and whose outputs are all its outputs. */
-static int partition_ok(const TfLiteDelegateParams *part, const kbnn_layer *layers, int n) {
+static int partition_ok(TfLiteContext *ctx, const TfLiteDelegateParams *part,
+                        const kbnn_layer *layers, int n, const int *aux, int n_aux) {
   int covered = 0;
   const TfLiteIntArray *nodes = part->nodes_to_replace;
+  /* Shape-only nodes write nothing: their outputs must stay inside their partition. */
+  for (int i = 0; i < n_aux; ++i) {
+    if (!contains(nodes, aux[i])) continue;
+    TfLiteNode *node;
+    if (node_op(ctx, aux[i], &node) < 0 || contains(part->output_tensors, node_output(node)))
+      return 0;
+    covered++;
+  }
   for (int i = 0; i < n; ++i) {
     const kbnn_layer *l = &layers[i];
     int chain = all_or_none(nodes, l->chain, l->n_chain);
     int compute = all_or_none(nodes, l->nodes, l->n_nodes);
     if (chain < 0 || compute < 0) return 0;
     covered += (chain ? l->n_chain : 0) + (compute ? l->n_nodes : 0);
-    if (chain) {
+    if (chain && !l->aux_checked) {
       if (!contains(part->input_tensors, l->zero) || !contains(part->input_tensors, l->table))
         return 0;
+    }
+    if (chain) {
       if (!compute && !contains(part->output_tensors, l->weights)) return 0;
     }
     if (compute) {
@@ -915,6 +956,20 @@ static TfLiteIntArray *node_list(const kbnn_layer *layers, int n) {
   return a;
 }
 
+/* All claimed nodes: the layers' and the shape-only ones. */
+static TfLiteIntArray *all_nodes(const kbnn_layer *layers, int n, const int *aux, int n_aux) {
+  TfLiteIntArray *a = node_list(layers, n);
+  if (!a || n_aux == 0) return a;
+  TfLiteIntArray *b =
+      (TfLiteIntArray *)realloc(a, sizeof(TfLiteIntArray) + sizeof(int) * (a->size + n_aux + 1));
+  if (!b) {
+    free(a);
+    return NULL;
+  }
+  for (int i = 0; i < n_aux; ++i) b->data[b->size++] = aux[i];
+  return b;
+}
+
 static int shares_nodes(const kbnn_layer *a, const kbnn_layer *b) {
   TfLiteIntArray *la = node_list(a, 1), *lb = node_list(b, 1);
   int shared = !la || !lb;
@@ -922,6 +977,195 @@ static int shares_nodes(const kbnn_layer *a, const kbnn_layer *b) {
   free(la);
   free(lb);
   return shared;
+}
+
+/* ---- shape-only nodes -------------------------------------------------------------------- */
+
+static int layer_has_node(const kbnn_layer *l, int index) {
+  for (int k = 0; k < l->n_nodes; ++k)
+    if (l->nodes[k] == index) return 1;
+  for (int k = 0; k < l->n_chain; ++k)
+    if (l->chain[k] == index) return 1;
+  return 0;
+}
+
+static void drop_flatten(kbnn_layer *l) {
+  if (l->flatten < 0) return;
+  int kept = 0;
+  for (int k = 0; k < l->n_nodes; ++k)
+    if (l->nodes[k] != l->flatten) l->nodes[kept++] = l->nodes[k];
+  l->n_nodes = kept;
+  l->input = l->flat_output;
+  l->flatten = -1;
+}
+
+/* The value of a shape tensor: evaluated, or a constant. */
+static int shape_value(TfLiteContext *ctx, const kbnn_shape_env *env, int t,
+                       kbnn_shape_value *v) {
+  const kbnn_shape_value *known = kbnn_shape_get(env, t);
+  if (known) {
+    *v = *known;
+    return 1;
+  }
+  TfLiteTensor *c = tensor_at(ctx, t);
+  if (!is_const(c, kTfLiteInt32) || rank(c) != 1 || numel(c) > 8) return 0;
+  memset(v, 0, sizeof *v);
+  v->type = kTfLiteInt32;
+  v->rank = 1;
+  v->dims[0] = dim(c, 0);
+  v->n = numel(c);
+  v->data = c->data.raw;
+  return 1;
+}
+
+/* What the delegate relies on from the shape-only values, checked against `env`: the zero
+ * is 0, the byte table holds the layout's levels, a folded flatten keeps [., k] rows. */
+static int aux_values_ok(TfLiteContext *ctx, const kbnn_state *s, const kbnn_shape_env *env,
+                         const kbnn_layer *l, int check_chain, int check_flatten) {
+  if (check_chain && l->aux_checked) {
+    const kbnn_shape_value *zero = kbnn_shape_get(env, l->zero);
+    const kbnn_shape_value *table = kbnn_shape_get(env, l->table);
+    const float *expected = l->zero_low ? s->table_01 : s->table_pm1;
+    if (!zero || zero->type != kTfLiteInt32 || zero->n != 1 || ((int32_t *)zero->data)[0] != 0)
+      return 0;
+    if (!table || table->type != kTfLiteFloat32 || table->n != 2048 ||
+        memcmp(table->data, expected, sizeof s->table_01) != 0)
+      return 0;
+  }
+  if (check_flatten && l->flatten >= 0) {
+    kbnn_shape_value v;
+    if (!shape_value(ctx, env, l->flat_shape, &v) || v.type != kTfLiteInt32 || v.n < 1) return 0;
+    long product = 1, unknown = 0;
+    for (long i = 0; i < v.n; ++i) {
+      int d = ((int32_t *)v.data)[i];
+      if (d == -1) unknown++;
+      else if (d < 0) return 0;
+      else product *= d;
+      if (product > 0x7fffffffL) return 0;
+    }
+    long n = numel(tensor_at(ctx, l->input));
+    int last = ((int32_t *)v.data)[v.n - 1];
+    if (unknown > 1 || last != l->k || n < 0 || (unknown ? product == 0 || n % product : product != n))
+      return 0;
+  }
+  return 1;
+}
+
+/* Finds the shape-only nodes that only feed claimed layers (the run-time zero and byte
+ * table; a flatten's target shape), evaluates them and checks the values the layers rely
+ * on. Claims them all or none: returns their count, stored in `aux` (plan order). */
+static int find_aux(TfLiteContext *ctx, const kbnn_state *s, const TfLiteIntArray *plan,
+                    const graph_index *g, kbnn_layer *layers, int n, int *aux,
+                    kbnn_shape_op *aux_ops) {
+  kbnn_shape_op *ops = aux_ops; /* filled in plan order, compacted at the end */
+  kbnn_shape_env env;
+  int n_aux = 0, ok = 1;
+  char *evaluable = (char *)calloc((size_t)plan->size + 1, 1);
+  char *claimed = (char *)calloc((size_t)plan->size + 1, 1);
+  if (!evaluable || !claimed || !kbnn_shape_env_init(&env, ctx->tensors_size)) {
+    free(evaluable);
+    free(claimed);
+    return 0;
+  }
+  for (int i = 0; i < plan->size; ++i) {
+    int mine = 0;
+    for (int j = 0; j < n && !mine; ++j) mine = layer_has_node(&layers[j], plan->data[i]);
+    if (!mine)
+      evaluable[i] = (char)(kbnn_shape_op_read(ctx, plan->data[i], &ops[i]) &&
+                            kbnn_shape_eval(ctx, &env, &ops[i]));
+  }
+  /* Flatten: RESHAPE(data, shape) -> FULLY_CONNECTED of an unpack layer. The shape is
+   * only checked (the layer reads the data as rows of k either way). */
+  for (int j = 0; j < n; ++j) {
+    kbnn_layer *l = &layers[j];
+    TfLiteNode *node;
+    if (l->design != DESIGN_UNPACK || l->input < 0 || (size_t)l->input >= g->n ||
+        g->count[l->input] != 1 || producer_op(ctx, g, l->input, &node) != kTfLiteBuiltinReshape)
+      continue;
+    int data = node_input(node, 0), shape = node_input(node, 1);
+    TfLiteTensor *d = tensor_at(ctx, data);
+    if (node->inputs->size != 2 || !d || d->type != kTfLiteFloat32 ||
+        d->allocation_type == kTfLiteMmapRo)
+      continue;
+    l->flatten = g->producer[l->input];
+    l->flat_shape = shape;
+    l->flat_output = l->input;
+    l->input = data;
+    add_node(l, l->flatten);
+    if (!aux_values_ok(ctx, s, &env, l, 0, 1)) drop_flatten(l);
+  }
+  for (int j = 0; j < n; ++j) {
+    kbnn_layer *l = &layers[j];
+    if (l->design != DESIGN_UNPACK || l->n_chain == 0) continue;
+    l->aux_checked = 1;
+    if (!aux_values_ok(ctx, s, &env, l, 1, 0)) l->aux_checked = ok = 0;
+  }
+  /* Claim, from the last node back, each evaluable node whose output only claimed nodes
+   * read; a layer reads its zero and table only as checked values. */
+  for (int i = plan->size - 1; ok && i >= 0; --i) {
+    TfLiteNode *node;
+    if (!evaluable[i] || node_op(ctx, plan->data[i], &node) < 0) continue;
+    int t = node_output(node), readers = 0, all = 1;
+    for (int c = 0; c < plan->size && all; ++c) {
+      TfLiteNode *reader;
+      if (node_op(ctx, plan->data[c], &reader) < 0) continue;
+      int reads = 0;
+      for (int k = 0; k < reader->inputs->size; ++k) reads |= reader->inputs->data[k] == t;
+      if (!reads) continue;
+      readers++;
+      int by_claimed = claimed[c];
+      for (int j = 0; j < n && !by_claimed; ++j)
+        if (layer_has_node(&layers[j], plan->data[c]))
+          by_claimed = (t != layers[j].zero && t != layers[j].table) || layers[j].aux_checked;
+      all = by_claimed;
+    }
+    if (all && readers > 0) claimed[i] = 1;
+  }
+  for (int j = 0; ok && j < n; ++j) { /* all or none: every checked input must be claimed */
+    const kbnn_layer *l = &layers[j];
+    int need[3] = {l->aux_checked ? l->zero : -1, l->aux_checked ? l->table : -1,
+                   l->flatten >= 0 && !is_const(tensor_at(ctx, l->flat_shape), kTfLiteInt32)
+                       ? l->flat_shape : -1};
+    for (int k = 0; k < 3 && ok; ++k) {
+      if (need[k] < 0) continue;
+      int found = 0;
+      for (int i = 0; i < plan->size && !found; ++i)
+        found = claimed[i] && plan->data[i] == g->producer[need[k]];
+      ok = found;
+    }
+  }
+  if (ok)
+    for (int i = 0; i < plan->size; ++i)
+      if (claimed[i]) {
+        aux_ops[n_aux] = ops[i]; /* n_aux <= i */
+        aux[n_aux++] = plan->data[i];
+      }
+  if (!ok || n_aux == 0) {
+    n_aux = 0;
+    for (int j = 0; j < n; ++j) {
+      layers[j].aux_checked = 0;
+      if (layers[j].flatten >= 0 && !is_const(tensor_at(ctx, layers[j].flat_shape), kTfLiteInt32))
+        drop_flatten(&layers[j]);
+    }
+  }
+  kbnn_shape_env_free(&env);
+  free(evaluable);
+  free(claimed);
+  return n_aux;
+}
+
+/* Re-evaluates a partition's shape-only nodes (the input may have been resized) and checks
+ * what its layers rely on. */
+static int partition_aux_ok(TfLiteContext *ctx, const kbnn_state *s, const kbnn_shape_op *aux,
+                            int n_aux, const kbnn_part *parts, int n_parts) {
+  kbnn_shape_env env;
+  if (!kbnn_shape_env_init(&env, ctx->tensors_size)) return 0;
+  int ok = 1;
+  for (int i = 0; i < n_aux && ok; ++i) ok = kbnn_shape_eval(ctx, &env, &aux[i]);
+  for (int i = 0; i < n_parts && ok; ++i)
+    ok = aux_values_ok(ctx, s, &env, &parts[i].layer, parts[i].has_chain, parts[i].has_compute);
+  kbnn_shape_env_free(&env);
+  return ok;
 }
 
 /* The layout version a file declares in its "kbnn_layout" metadata ("kbnn layout N"):
@@ -970,7 +1214,8 @@ static TfLiteStatus delegate_prepare(TfLiteContext *ctx, TfLiteDelegate *delegat
 
   graph_index g = {0};
   kbnn_layer *layers = (kbnn_layer *)calloc((size_t)plan->size + 1, sizeof(kbnn_layer));
-  int n = 0;
+  int n = 0, n_aux = 0, *aux = NULL;
+  kbnn_shape_op *aux_ops = NULL;
   TfLiteStatus status = kTfLiteOk;
   if (!layers || !build_index(ctx, plan, &g)) {
     status = kTfLiteError;
@@ -993,10 +1238,20 @@ static TfLiteStatus delegate_prepare(TfLiteContext *ctx, TfLiteDelegate *delegat
               unpack_line, l->declined_at);
     if (ok) n++;
   }
+  aux = (int *)calloc((size_t)plan->size + 1, sizeof(int));
+  aux_ops = (kbnn_shape_op *)calloc((size_t)plan->size + 1, sizeof(kbnn_shape_op));
+  if (!aux || !aux_ops) {
+    status = kTfLiteError;
+    goto done;
+  }
+  if (n > 0) n_aux = find_aux(ctx, s, plan, &g, layers, n, aux, aux_ops);
+  if (s->options.verbose && n_aux)
+    fprintf(stderr, "kbnn delegate: %d shape-only nodes (zero, byte table, flatten shape) "
+            "evaluated and checked\n", n_aux);
   /* Drop layers whose partition would not be whole chains and computations, until the
    * partitioning is stable. */
   for (int round = 0; n > 0 && round < 64; ++round) {
-    TfLiteIntArray *nodes = node_list(layers, n);
+    TfLiteIntArray *nodes = all_nodes(layers, n, aux, n_aux);
     TfLiteDelegateParams *parts = NULL;
     int n_parts = 0;
     if (!nodes) {
@@ -1022,7 +1277,18 @@ static TfLiteStatus delegate_prepare(TfLiteContext *ctx, TfLiteDelegate *delegat
           fprintf(stderr, " %d", q->output_tensors->data[k]);
         fprintf(stderr, "\n");
       }
-      if (partition_ok(&parts[p], layers, n)) continue;
+      if (partition_ok(ctx, &parts[p], layers, n, aux, n_aux)) continue;
+      if (n_aux) { /* first give the shape-only nodes back to the runtime */
+        n_aux = 0;
+        for (int i = 0; i < n; ++i) {
+          layers[i].aux_checked = 0;
+          if (layers[i].flatten >= 0 &&
+              !is_const(tensor_at(ctx, layers[i].flat_shape), kTfLiteInt32))
+            drop_flatten(&layers[i]);
+        }
+        dropped = 1;
+        break;
+      }
       for (int i = 0; i < n; ++i) {
         TfLiteIntArray *mine = node_list(&layers[i], 1);
         int touches = 0;
@@ -1042,7 +1308,7 @@ static TfLiteStatus delegate_prepare(TfLiteContext *ctx, TfLiteDelegate *delegat
     n = kept;
   }
   if (n > 0) {
-    TfLiteIntArray *nodes = node_list(layers, n);
+    TfLiteIntArray *nodes = all_nodes(layers, n, aux, n_aux);
     if (!nodes) {
       status = kTfLiteError;
       goto done;
@@ -1057,9 +1323,15 @@ static TfLiteStatus delegate_prepare(TfLiteContext *ctx, TfLiteDelegate *delegat
     reg.version = 1;
     s->pending = layers;
     s->n_pending = n;
+    s->pending_aux = aux;
+    s->pending_aux_ops = aux_ops;
+    s->n_pending_aux = n_aux;
     status = ctx->ReplaceNodeSubsetsWithDelegateKernels(ctx, reg, nodes, delegate);
     s->pending = NULL;
     s->n_pending = 0;
+    s->pending_aux = NULL;
+    s->pending_aux_ops = NULL;
+    s->n_pending_aux = 0;
     free(nodes);
   }
 done:
@@ -1068,6 +1340,8 @@ done:
   free(g.consumer);
   free(g.producer);
   free(layers);
+  free(aux);
+  free(aux_ops);
   return status;
 }
 
