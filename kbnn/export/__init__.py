@@ -35,6 +35,7 @@ from kbnn.export import bits, graph, lowbit, plan, verify
 from kbnn.files import write_atomically  # noqa: F401  (kept as kbnn.export.write_atomically)
 from kbnn.export.plan import (WEIGHT_MODES, XOR_POPCOUNT_MIN_WEIGHTS, ExportError, LayerPlan,
                               plan_model)
+from kbnn.tables import render_table
 
 __all__ = ["to_tflite", "export_tflite", "ExportResult", "ExportError", "LayerPlan",
            "plan_model", "WEIGHT_MODES", "XOR_POPCOUNT_MIN_WEIGHTS", "bits", "graph", "lowbit",
@@ -59,13 +60,10 @@ class ExportResult:
 
     def report(self):
         """A table of each layer's design and storage, then the file size and floor."""
-        rows = [("layer", "kind", "design", "weights", "bits stored", "bytes", "folded")]
-        for p in self.plans:
-            rows.append((p.name, p.kind, p.design, f"{p.weights:,}", f"{p.bits:,}",
-                         f"{p.bytes:,}", p.folded))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) if i in (0, 1, 2, 6) else c.rjust(w)
-                           for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+        header = ("layer", "kind", "design", "weights", "bits stored", "bytes", "folded")
+        rows = [(p.name, p.kind, p.design, f"{p.weights:,}", f"{p.bits:,}", f"{p.bytes:,}",
+                 p.folded) for p in self.plans]
+        lines = [render_table(header, rows, align="lllrrrl")]
         size, floor = len(self.tflite), self.floor_bytes
         ratio = f"{size / floor:.3f}" if floor else "n/a (no parameters)"
         lines.append(f"file size {size:,} bytes ({self.weights} weights); floor "
