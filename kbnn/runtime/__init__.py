@@ -93,6 +93,7 @@ def load_delegate(num_threads=None, max_kernel_level=None, verbose=False):
 
     `num_threads=None` follows the interpreter's thread count; `max_kernel_level`
     (a name of KERNEL_LEVELS) caps the kernels run-time dispatch may choose.
+    `verbose` prints to stderr what is claimed (True or 1), and with 2 also each partition.
     """
     from kbnn.export.verify import require_litert
 
@@ -111,7 +112,7 @@ def load_delegate(num_threads=None, max_kernel_level=None, verbose=False):
                              f"{', '.join(KERNEL_LEVELS)}.")
         options["max_kernel_level"] = str(KERNEL_LEVELS[max_kernel_level])
     if verbose:
-        options["verbose"] = "1"
+        options["verbose"] = str(int(verbose))
     return litert_load_delegate(library_path(), options)
 
 

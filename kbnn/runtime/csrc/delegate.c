@@ -101,6 +101,7 @@ struct kbnn_layer {
   int flat_shape;    /* its shape tensor */
   int flat_output;   /* its output (the FULLY_CONNECTED's input in the file) */
   int aux_checked;   /* zero and byte table evaluated by the delegate (shapeeval.c), not read */
+  int sign_input;    /* input is y of SELECT_V2(GREATER_EQUAL(y, 0), 1, -1): the bits are y >= 0 */
 };
 
 typedef struct {
@@ -571,6 +572,10 @@ static void free_layer(kbnn_layer *l) {
 typedef struct {
   kbnn_layer layer;
   int has_chain, has_compute;
+  int src;          /* the part of this partition whose output this layer reads, or -1 */
+  int internal_out; /* output read only inside the partition: kept in `act`, not a tensor */
+  float *act;
+  long act_capacity, batch;
 } kbnn_part;
 
 typedef struct {
@@ -709,6 +714,28 @@ static void *kernel_init(TfLiteContext *ctx, const char *buffer, size_t length) 
   for (int i = 0; i < s->n_pending_aux; ++i)
     if (contains(nodes, s->pending_aux[i])) p->aux_ops[p->n_aux++] = s->pending_aux_ops[i];
   covered += p->n_aux;
+  /* Run the layers in the file's order (a node's index follows its inputs'), each reading
+   * the layer before it in this partition directly where the file connects them. */
+  for (int i = 1; i < p->n_parts; ++i)
+    for (int j = i; j > 0 && p->parts[j].layer.anchor < p->parts[j - 1].layer.anchor; --j) {
+      kbnn_part swap = p->parts[j];
+      p->parts[j] = p->parts[j - 1];
+      p->parts[j - 1] = swap;
+    }
+  for (int i = 0; i < p->n_parts; ++i) {
+    kbnn_part *part = &p->parts[i];
+    part->src = -1;
+    if (!part->has_compute) continue;
+    part->internal_out = !contains(params->output_tensors, part->layer.output);
+    for (int j = 0; j < i; ++j)
+      if (p->parts[j].has_compute && p->parts[j].layer.output == part->layer.input) part->src = j;
+    if (part->src < 0 && !contains(params->input_tensors, part->layer.input)) {
+      report(ctx, "the input of the layer at node %d is made outside its partition's order",
+             part->layer.anchor);
+      p->failed = 1;
+      return p;
+    }
+  }
   if (covered != nodes->size) {
     report(ctx, "a partition of %d nodes holds %d nodes of recognised layers", nodes->size,
            covered);
@@ -725,7 +752,10 @@ static void kernel_free(TfLiteContext *ctx, void *buffer) {
   (void)ctx;
   kbnn_partition *p = (kbnn_partition *)buffer;
   if (!p) return;
-  for (int i = 0; i < p->n_parts; ++i) free_layer(&p->parts[i].layer);
+  for (int i = 0; i < p->n_parts; ++i) {
+    free_layer(&p->parts[i].layer);
+    free(p->parts[i].act);
+  }
   free(p->parts);
   free(p->aux_ops);
   free(p->xbits);
@@ -774,8 +804,19 @@ static TfLiteStatus kernel_prepare(TfLiteContext *ctx, TfLiteNode *node) {
       if (!w || (numel(w) != 0 && resize(ctx, w, 1, empty) != kTfLiteOk)) return kTfLiteError;
     }
     if (!p->parts[i].has_compute) continue;
-    long batch = layer_batch(ctx, l);
+    kbnn_part *part = &p->parts[i];
+    long batch = part->src >= 0 ? p->parts[part->src].batch : layer_batch(ctx, l);
     TfLiteTensor *in = tensor_at(ctx, l->input), *out = tensor_at(ctx, l->output);
+    part->batch = batch;
+    if (batch >= 0 && part->internal_out) {
+      if (batch * l->rows > part->act_capacity) {
+        free(part->act);
+        part->act = (float *)aligned_zeroed((size_t)(batch * l->rows) * sizeof(float));
+        part->act_capacity = part->act ? batch * l->rows : 0;
+        if (!part->act) return kTfLiteError;
+      }
+      continue;
+    }
     if (batch < 0 || !in || !out) {
       report(ctx, "input tensor %d holds %ld values, not a multiple of %d", l->input,
              numel(in), l->design == DESIGN_XOR ? l->in_words32 : l->k);
@@ -809,13 +850,36 @@ static TfLiteStatus check_unpack_inputs(TfLiteContext *ctx, const kbnn_state *s,
   return kTfLiteOk;
 }
 
-static TfLiteStatus run_layer(TfLiteContext *ctx, kbnn_partition *p, const kbnn_layer *l) {
+/* Where a part's output lives: its tensor, or the partition's buffer when only the
+ * partition reads it. */
+static float *part_output(TfLiteContext *ctx, const kbnn_part *part) {
+  if (part->internal_out) return part->act;
+  TfLiteTensor *out = tensor_at(ctx, part->layer.output);
+  if (!out || out->type != kTfLiteFloat32 || numel(out) != part->batch * part->layer.rows ||
+      out->bytes < (size_t)numel(out) * 4)
+    return NULL;
+  return out->data.f;
+}
+
+static TfLiteStatus run_layer(TfLiteContext *ctx, kbnn_partition *p, const kbnn_part *part) {
   kbnn_state *s = p->state;
-  long batch = layer_batch(ctx, l);
-  TfLiteTensor *in = tensor_at(ctx, l->input), *out = tensor_at(ctx, l->output);
-  if (batch < 0 || !in || !out || (batch > 0 && (!in->data.raw || !out->data.raw)) ||
-      out->type != kTfLiteFloat32 || numel(out) != batch * l->rows ||
-      in->bytes < (size_t)numel(in) * 4 || out->bytes < (size_t)numel(out) * 4) {
+  const kbnn_layer *l = &part->layer;
+  long batch = part->batch;
+  const float *in_f = NULL;
+  const int32_t *in_i = NULL;
+  float *out_f = part_output(ctx, part);
+  if (part->src >= 0) {
+    in_f = part_output(ctx, &p->parts[part->src]);
+  } else {
+    TfLiteTensor *in = tensor_at(ctx, l->input);
+    long per_row = l->design == DESIGN_XOR ? l->in_words32 : l->k;
+    if (in && numel(in) == batch * per_row && in->bytes >= (size_t)numel(in) * 4) {
+      in_f = in->data.f;
+      in_i = in->data.i32;
+    }
+  }
+  if (batch < 0 || (batch > 0 && (!(in_f || in_i) || !out_f)) ||
+      (part->internal_out && batch * l->rows > part->act_capacity)) {
     report(ctx, "tensors %d -> %d of a %d x %d layer changed shape since prepare", l->input,
            l->output, l->rows, l->k);
     return kTfLiteError;
@@ -830,11 +894,17 @@ static TfLiteStatus run_layer(TfLiteContext *ctx, kbnn_partition *p, const kbnn_
   job.sums = p->sums;
   memset(p->xbits, 0, l->words * sizeof(uint64_t));
   for (long b = 0; b < batch; ++b) {
-    job.out = out->data.f + b * l->rows;
+    job.out = out_f + b * l->rows;
     if (l->design == DESIGN_XOR) {
-      memcpy(p->xbits, in->data.i32 + b * l->in_words32, (size_t)l->in_words32 * 4);
+      memcpy(p->xbits, in_i + b * l->in_words32, (size_t)l->in_words32 * 4);
+    } else if (l->sign_input) {
+      const float *y = in_f + b * l->k;
+      memset(p->xbits, 0, l->words * sizeof(uint64_t));
+      for (int k = 0; k < l->k; ++k)
+        p->xbits[k >> 6] |= (uint64_t)(y[k] >= 0.0f) << (k & 63);
+      job.binary = 1;
     } else {
-      const float *x = in->data.f + b * l->k;
+      const float *x = in_f + b * l->k;
       const uint32_t *xb = (const uint32_t *)x;
       int binary = 1;
       for (int k = 0; k < l->k; ++k)
@@ -865,7 +935,8 @@ static TfLiteStatus kernel_invoke(TfLiteContext *ctx, TfLiteNode *node) {
     if (p->parts[i].has_chain && !l->aux_checked &&
         check_unpack_inputs(ctx, p->state, l) != kTfLiteOk)
       return kTfLiteError;
-    if (p->parts[i].has_compute && run_layer(ctx, p, l) != kTfLiteOk) return kTfLiteError;
+    if (p->parts[i].has_compute && run_layer(ctx, p, &p->parts[i]) != kTfLiteOk)
+      return kTfLiteError;
   }
   return kTfLiteOk;
 }
@@ -924,8 +995,14 @@ static int partition_ok(TfLiteContext *ctx, const TfLiteDelegateParams *part,
       if (!compute && !contains(part->output_tensors, l->weights)) return 0;
     }
     if (compute) {
-      if (!contains(part->input_tensors, l->input) || !contains(part->output_tensors, l->output))
-        return 0;
+      int in_ok = contains(part->input_tensors, l->input), out_ok =
+          contains(part->output_tensors, l->output);
+      for (int j = 0; j < n; ++j) { /* or made / read by another layer of this partition */
+        if (j == i || all_or_none(nodes, layers[j].nodes, layers[j].n_nodes) != 1) continue;
+        in_ok |= layers[j].output == l->input;
+        out_ok |= layers[j].input == l->output;
+      }
+      if (!in_ok || !out_ok) return 0;
       if (l->n_chain && !chain && !contains(part->input_tensors, l->weights)) return 0;
     }
   }
@@ -977,6 +1054,40 @@ static int shares_nodes(const kbnn_layer *a, const kbnn_layer *b) {
   free(la);
   free(lb);
   return shared;
+}
+
+/* Folds the sign quantizer SELECT_V2(GREATER_EQUAL(y, 0), 1, -1) in front of an unpack
+ * layer's FULLY_CONNECTED: the layer then reads y and takes its bits as y >= 0 (the same
+ * float comparison, so -0 gives +1 and NaN gives -1, as the stock ops do). */
+static void fold_sign(TfLiteContext *ctx, const graph_index *g, kbnn_layer *l) {
+  TfLiteNode *select, *compare;
+  if (l->design != DESIGN_UNPACK || l->flatten >= 0 || l->input < 0 ||
+      (size_t)l->input >= g->n || g->count[l->input] != 1)
+    return;
+  int select_index = g->producer[l->input];
+  if (producer_op(ctx, g, l->input, &select) != kTfLiteBuiltinSelectV2 ||
+      select->inputs->size != 3)
+    return;
+  TfLiteTensor *on = tensor_at(ctx, node_input(select, 1)),
+               *off = tensor_at(ctx, node_input(select, 2));
+  if (!is_const(on, kTfLiteFloat32) || numel(on) != 1 || on->data.f[0] != 1.0f ||
+      !is_const(off, kTfLiteFloat32) || numel(off) != 1 || off->data.f[0] != -1.0f)
+    return;
+  int cond = node_input(select, 0);
+  if (cond < 0 || (size_t)cond >= g->n || g->count[cond] != 1) return;
+  int compare_index = g->producer[cond];
+  if (producer_op(ctx, g, cond, &compare) != kTfLiteBuiltinGreaterEqual ||
+      compare->inputs->size != 2 || !const_scalar_is(ctx, node_input(compare, 1), 0.0f))
+    return;
+  int y = node_input(compare, 0);
+  TfLiteTensor *yt = tensor_at(ctx, y), *x = tensor_at(ctx, l->input);
+  if (!yt || !x || yt->type != kTfLiteFloat32 || yt->allocation_type == kTfLiteMmapRo ||
+      numel(yt) != numel(x) || rank(yt) < 1 || dim(yt, rank(yt) - 1) != l->k)
+    return;
+  add_node(l, compare_index);
+  add_node(l, select_index);
+  l->input = y;
+  l->sign_input = 1;
 }
 
 /* ---- shape-only nodes -------------------------------------------------------------------- */
@@ -1238,6 +1349,7 @@ static TfLiteStatus delegate_prepare(TfLiteContext *ctx, TfLiteDelegate *delegat
               unpack_line, l->declined_at);
     if (ok) n++;
   }
+  for (int i = 0; i < n; ++i) fold_sign(ctx, &g, &layers[i]);
   aux = (int *)calloc((size_t)plan->size + 1, sizeof(int));
   aux_ops = (kbnn_shape_op *)calloc((size_t)plan->size + 1, sizeof(kbnn_shape_op));
   if (!aux || !aux_ops) {

@@ -254,6 +254,8 @@ enum {
   kTfLiteBuiltinSum = 74,
   kTfLiteBuiltinBitcast = 159,
   kTfLiteBuiltinBitwiseXor = 160,
+  kTfLiteBuiltinGreaterEqual = 62,
+  kTfLiteBuiltinSelectV2 = 123,
 };
 
 #if defined(__LP64__) || defined(_WIN64)
