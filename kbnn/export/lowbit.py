@@ -63,8 +63,10 @@ __all__ = ["INT_BITS", "MIN_RUNTIME", "DYNAMIC_RANGE_MIN_WEIGHTS", "encode_plans
 # The oldest runtime that ran each mode's files of the released MLP and CNN exactly, of
 # tflite-runtime 2.14.0 and ai-edge-litert 1.0.1 ... 2.3.0 from PyPI (Linux x86-64).
 MIN_RUNTIME = {
-    "packed": "tflite-runtime 2.14.0 or any LiteRT (ai-edge-litert 1.0.1+)",
-    "float": "tflite-runtime 2.14.0 or any LiteRT (ai-edge-litert 1.0.1+)",
+    "packed": "ai-edge-litert 1.0.1+ (tflite-runtime 2.14.0 runs it, but moved the CNN's "
+              "logits by up to 2.5%)",
+    "float": "ai-edge-litert 1.0.1+ (tflite-runtime 2.14.0 runs it, but moved the CNN's "
+             "logits by up to 2.5%)",
     "int8": "ai-edge-litert 1.0.1+ (tflite-runtime 2.14.0 lacks FULLY_CONNECTED v12)",
     "int4": "ai-edge-litert 1.0.1+ (tflite-runtime 2.14.0 lacks FULLY_CONNECTED v12)",
     "int2": "ai-edge-litert 2.1.2+ (2.1.1 and older cannot run INT2 FULLY_CONNECTED)",
