@@ -12,9 +12,16 @@
  * each followed by the per-channel MUL / ADD that fold a batch norm. Every tensor
  * inside a chain must have exactly one consumer, every size must agree with the
  * number of packed words, every constant is checked; anything else is left to the
- * runtime. Run-time values the file computes (the zero, the byte table) are checked
- * at every invoke, and an invoke whose values differ fails with a message instead of
- * computing something else.
+ * runtime. Run-time values the file computes (the zero, the byte table) are checked:
+ * where their ops are shape-only (shapeeval.c), the delegate evaluates them when it
+ * prepares (again after a resize), checks them against the layout and claims those nodes
+ * too; otherwise it reads and checks them at every invoke. A mismatch fails with a
+ * message instead of computing something else.
+ *
+ * Also claimed where exactly equivalent: the flatten RESHAPE before a layer (the layer
+ * reads rows of k values either way) and the sign quantizer SELECT_V2(GREATER_EQUAL(y, 0),
+ * 1, -1) before a binary layer (bits y >= 0). Layers in one partition hand activations to
+ * each other in the kernel's buffers, so a whole MLP runs as one delegate kernel.
  *
  * Arithmetic: binary (+-1) inputs are packed to bits and the dot products are
  * popcounts (exact integers); real-valued inputs are summed as +x or -x per weight bit
@@ -878,7 +885,7 @@ static TfLiteStatus run_layer(TfLiteContext *ctx, kbnn_partition *p, const kbnn_
       in_i = in->data.i32;
     }
   }
-  if (batch < 0 || (batch > 0 && (!(in_f || in_i) || !out_f)) ||
+  if (batch < 0 || (batch > 0 && ((l->design == DESIGN_XOR ? !in_i : !in_f) || !out_f)) ||
       (part->internal_out && batch * l->rows > part->act_capacity)) {
     report(ctx, "tensors %d -> %d of a %d x %d layer changed shape since prepare", l->input,
            l->output, l->rows, l->k);
