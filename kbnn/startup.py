@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 
-__all__ = ["CLI_MODULES", "is_quiet_cli", "quiet_tensorflow_startup"]
+__all__ = ["CLI_MODULES", "is_quiet_cli", "quiet_tensorflow_startup", "quiet_native_logs"]
 
 CLI_MODULES = ("kbnn.train", "kbnn.export")
 
@@ -61,6 +61,25 @@ def quiet_tensorflow_startup(argv=None):
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # CUDA's cuInit (and its error) runs here
+        except BaseException:
+            captured.replay()
+            raise
+
+
+@contextlib.contextmanager
+def quiet_native_logs(argv=None):
+    """Hide what native code writes to stderr during one step of a quiet command line.
+
+    For the LiteRT runtime's one-time "INFO: Created TensorFlow Lite XNNPACK
+    delegate for CPU." when a kbnn command line first runs an exported file. If the
+    step fails, what was captured is written out before the error.
+    """
+    if not is_quiet_cli(argv):
+        yield
+        return
+    with _stderr_captured() as captured:
+        try:
+            yield
         except BaseException:
             captured.replay()
             raise

@@ -212,6 +212,7 @@ def _export(args, output):
     """Check, load, convert, verify, write; raise on any failure (nothing written)."""
     from kbnn.export import export_tflite, verify
     from kbnn.files import check_replaceable, remove_stale_partials, write_atomically
+    from kbnn.startup import quiet_native_logs
 
     verify.require_litert()
     _check_output(output, args.model)
@@ -226,8 +227,10 @@ def _export(args, output):
     if foreign:
         raise ExportError(f"the converted file needs non-builtin ops {foreign}.")
     print(f"verifying on {len(inputs)} {source}", flush=True)
-    print(verify.compare(model, result.tflite, inputs, weights=args.weights,
-                         plans=result.plans))
+    with quiet_native_logs():  # LiteRT's first interpreter announces XNNPACK
+        verification = verify.compare(model, result.tflite, inputs, weights=args.weights,
+                                      plans=result.plans)
+    print(verification)
     if args.report:
         print(result.report())
     write_atomically(output, result.tflite)
