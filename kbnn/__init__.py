@@ -11,7 +11,8 @@
 
 Modules: `quantizers`, `layers`, `constraints`, `activations`, `math`, `context`,
 `optimizers`, `callbacks`, `metrics`, `summary`, `data` (Fashion-MNIST), `zoo`
-(architectures and released weights), `distill` (knowledge distillation);
+(architectures and released weights), `distill` (knowledge distillation), `larq_files`
+(Larq's `.h5` model files load with `keras.models.load_model`);
 `kbnn.export` (TFLite export, imported on its own) and `python -m kbnn.train`.
 """
 
@@ -29,13 +30,14 @@ if _keras.backend.backend() != "tensorflow":
     )
 
 from kbnn import (  # noqa: E402
-    activations, callbacks, constraints, context, data, distill, layers, math, metrics,
-    optimizers, quantizers, zoo,
+    activations, callbacks, constraints, context, data, distill, larq_files, layers, math,
+    metrics, optimizers, quantizers, zoo,
 )
 from kbnn.summary import ModelSummary, summary  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["activations", "callbacks", "constraints", "context", "data", "distill", "layers",
+__all__ = ["activations", "callbacks", "constraints", "context", "data", "distill",
+           "larq_files", "layers",
            "math", "metrics", "optimizers", "quantizers", "zoo", "summary",
            "ModelSummary"]

@@ -1,3 +1,5 @@
+import pytest
+
 from kbnn.constraints import WeightClip
 from kbnn.larq_config import from_larq_dict
 from kbnn.quantizers import SteSign
@@ -19,3 +21,19 @@ def test_anything_else_is_left_to_the_caller():
     assert from_larq_dict({"class_name": "NonNeg", "config": {}}, CLASSES) is None
     assert from_larq_dict("ste_sign", CLASSES) is None
     assert from_larq_dict(None, CLASSES) is None
+
+
+def test_larq_model_file_dicts_carry_larq_modules_and_aliases():
+    clip = {"module": "larq.constraints", "class_name": "weight_clip", "config": {"clip_value": 2},
+            "registered_name": "weight_clip"}
+    assert from_larq_dict(clip, CLASSES).clip_value == 2
+    sign = {"module": "larq.quantizers", "class_name": "SteSign",
+            "config": {"name": "ste_sign", "trainable": True, "dtype": "float32",
+                       "clip_value": 1.25}, "registered_name": "SteSign"}
+    assert from_larq_dict(sign, CLASSES).clip_value == 1.25
+
+
+def test_a_larq_class_kbnn_lacks_is_an_error_naming_it():
+    with pytest.raises(ValueError, match=r"Larq's 'FancySign' \(larq.quantizers\) has no kbnn"):
+        from_larq_dict({"module": "larq.quantizers", "class_name": "FancySign", "config": {}},
+                       CLASSES)

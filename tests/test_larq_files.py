@@ -1,0 +1,143 @@
+"""Model files saved by Larq itself load into kbnn with the same predictions.
+
+The fixtures in tests/fixtures/larq_models/ were written by Larq 0.14 on tf-keras
+(tests/fixtures/make_larq_model_fixtures.py says how).
+"""
+
+import doctest
+import json
+import pathlib
+import shutil
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+import kbnn
+from kbnn import layers, quantizers
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "larq_models"
+BINARY = dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip", use_bias=False)
+
+
+def plain_bnn():
+    """kbnn's build of make_larq_model_fixtures.plain_bnn."""
+    return keras.Sequential([
+        keras.Input((8, 8, 1)),
+        layers.QuantConv2D(8, 3, **BINARY),
+        keras.layers.BatchNormalization(scale=False),
+        layers.QuantConv2D(8, 3, padding="same", input_quantizer="ste_sign", **BINARY),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.BatchNormalization(scale=False),
+        keras.layers.Flatten(),
+        layers.QuantDense(10, input_quantizer="ste_sign", **BINARY),
+        keras.layers.BatchNormalization(scale=False),
+        keras.layers.Activation("softmax"),
+    ])
+
+
+def shortcut_bnn():
+    """kbnn's build of make_larq_model_fixtures.shortcut_bnn."""
+    inputs = keras.Input((8, 8, 3))
+    x = layers.QuantConv2D(
+        8, 3, padding="same", pad_values=1.0, use_bias=False,
+        input_quantizer=quantizers.SteSign(clip_value=1.25),
+        kernel_quantizer="magnitude_aware_sign", kernel_constraint="weight_clip")(inputs)
+    shortcut = keras.layers.BatchNormalization()(x)
+    x = layers.QuantDepthwiseConv2D(
+        3, padding="same", pad_values=1.0, use_bias=False, input_quantizer="approx_sign",
+        depthwise_quantizer="ste_sign", depthwise_constraint="weight_clip")(shortcut)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Add()([x, shortcut])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = layers.QuantDense(10, input_quantizer=quantizers.SteSign(clip_value=1.25),
+                          kernel_quantizer="magnitude_aware_sign")(x)
+    outputs = keras.layers.Activation("softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+BUILDERS = {"plain_bnn": plain_bnn, "shortcut_bnn": shortcut_bnn}
+
+
+def assert_predicts_as_larq(model, name):
+    larq = np.load(FIXTURES / f"{name}.npz")
+    logits = keras.Model(model.inputs, model.layers[-1].input).predict(larq["inputs"], verbose=0)
+    predictions = model.predict(larq["inputs"], verbose=0)
+    tolerance = 1e-5 * np.abs(larq["logits"]).max()
+    assert np.abs(logits - larq["logits"]).max() <= tolerance
+    assert np.abs(predictions - larq["predictions"]).max() <= 1e-5
+    np.testing.assert_array_equal(predictions.argmax(-1), larq["predictions"].argmax(-1))
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_keras_load_model_reads_a_larq_model_file(name):
+    model = keras.models.load_model(FIXTURES / f"{name}.h5", compile=False)
+    assert_predicts_as_larq(model, name)
+    built = BUILDERS[name]()
+    assert [type(layer) for layer in model.layers] == [type(layer) for layer in built.layers]
+
+
+def test_larq_options_become_kbnn_ones():
+    model = keras.models.load_model(FIXTURES / "shortcut_bnn.h5", compile=False)
+    conv, depthwise = (layer for layer in model.layers
+                       if isinstance(layer, (layers.QuantConv2D, layers.QuantDepthwiseConv2D)))
+    assert conv.pad_values == 1.0 and depthwise.pad_values == 1.0
+    assert type(conv.input_quantizer) is quantizers.SteSign
+    assert conv.input_quantizer.clip_value == 1.25
+    assert type(conv.kernel_quantizer) is quantizers.MagnitudeAwareSign
+    assert type(depthwise.input_quantizer) is quantizers.ApproxSign
+    assert type(depthwise.depthwise_constraint) is kbnn.constraints.WeightClip
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_larq_weights_file_loads_into_the_kbnn_built_model(name):
+    model = BUILDERS[name]()
+    model.load_weights(FIXTURES / f"{name}_weights.h5")
+    assert_predicts_as_larq(model, name)
+
+
+def test_a_loaded_larq_model_saves_and_reloads_as_a_keras_file(tmp_path):
+    model = keras.models.load_model(FIXTURES / "shortcut_bnn.h5", compile=False)
+    model.save(tmp_path / "converted.keras")
+    assert_predicts_as_larq(keras.models.load_model(tmp_path / "converted.keras"), "shortcut_bnn")
+
+
+def edited_copy(tmp_path, edit):
+    """A copy of shortcut_bnn.h5 whose model config `edit(layers)` has changed."""
+    path = tmp_path / "edited.h5"
+    shutil.copy(FIXTURES / "shortcut_bnn.h5", path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        edit({layer["config"]["name"]: layer for layer in config["config"]["layers"]})
+        f.attrs["model_config"] = json.dumps(config)
+    return path
+
+
+def rename_quantizer(layers_by_name):
+    quantizer = layers_by_name["quant_depthwise_conv2d"]["config"]["input_quantizer"]
+    quantizer["class_name"] = "FancySign"
+
+
+def set_groups(layers_by_name):
+    layers_by_name["quant_depthwise_conv2d"]["config"]["groups"] = 2
+
+
+def locally_connected(layers_by_name):
+    layers_by_name["quant_dense"]["class_name"] = "QuantLocallyConnected2D"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (rename_quantizer, r"QuantDepthwiseConv2D 'quant_depthwise_conv2d'.*'FancySign'.*no kbnn"),
+    (set_groups, r"QuantDepthwiseConv2D 'quant_depthwise_conv2d' has groups=2"),
+    (locally_connected, r"QuantLocallyConnected2D 'quant_dense'.*no LocallyConnected"),
+])
+def test_what_kbnn_lacks_is_an_error_naming_the_layer(tmp_path, edit, message):
+    with pytest.raises(ValueError, match=message):
+        keras.models.load_model(edited_copy(tmp_path, edit), compile=False)
+
+
+def test_docstring_examples(monkeypatch):
+    monkeypatch.chdir(pathlib.Path(__file__).parents[1])  # they name the fixtures from the root
+    result = doctest.testmod(kbnn.larq_files, extraglobs={"kbnn": kbnn})
+    assert result.attempted > 0 and result.failed == 0
