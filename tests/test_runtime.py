@@ -220,7 +220,7 @@ def test_kernels_agree_with_the_reference(level):
                                        w.ctypes.data, words, rows, out.ctypes.data) == 0
             np.testing.assert_array_equal(out, expected)
     # ordered sums: blocks of 16 rows, per input the rows' bits; float32, input order
-    for k, blocks in [(1, 1), (13, 2), (784, 5)]:
+    for k, blocks in [(1, 1), (13, 2), (784, 5), (100, 13)]:  # 13 = 4 + 4 + 4 + 1 blocks
         masks = rng.integers(0, 2**16, (blocks, k), dtype=np.uint16)
         xf = rng.normal(size=k).astype(np.float32)
         bits = (masks[:, None, :] >> np.arange(16)[None, :, None]) & 1  # [blocks, 16, k]
