@@ -55,6 +55,14 @@ _MISSING_LAYERS = {
 }
 
 
+# Arguments that tf-keras writes for a separable convolution (inherited from its
+# Conv base) but never uses: its kernels are the depthwise and pointwise ones.
+_UNUSED_BY_TF_KERAS = {
+    "QuantSeparableConv1D": ("kernel_initializer", "kernel_regularizer", "kernel_constraint"),
+    "QuantSeparableConv2D": ("kernel_initializer", "kernel_regularizer", "kernel_constraint"),
+}
+
+
 def _keras_parent(cls):
     return next(base for base in cls.__mro__ if base.__module__.startswith("keras."))
 
@@ -75,6 +83,8 @@ def read_larq_layer_config(class_name, config):
         raise ValueError(f"{where}: kbnn cannot load it: {_MISSING_LAYERS[class_name]}.")
     cls = LARQ_LAYERS[class_name]
     config = dict(config)
+    for key in _UNUSED_BY_TF_KERAS.get(class_name, ()):
+        config.pop(key, None)
     parent = _keras_parent(cls)
     if "groups" in config and "groups" not in inspect.signature(parent.__init__).parameters:
         groups = config.pop("groups")
@@ -94,7 +104,9 @@ def read_larq_layer_config(class_name, config):
     try:
         return cls.from_config(config)
     except (ValueError, TypeError) as error:
-        raise ValueError(f"{where}: {error}") from error
+        # Keras prefixes the cause with a dump of the whole config; keep the cause.
+        cause = str(error).split("Exception encountered:", 1)[-1].strip()
+        raise ValueError(f"{where}: kbnn cannot read its config: {cause}") from error
 
 
 class _LarqLayerReader:

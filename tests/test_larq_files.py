@@ -58,6 +58,9 @@ def shortcut_bnn():
 
 
 BUILDERS = {"plain_bnn": plain_bnn, "shortcut_bnn": shortcut_bnn}
+# Larq's other layers and quantizers: separable 1D/2D, transposed 2D/3D, Conv1D/3D with
+# pad_values; ste_heaviside, swish_sign, SteTern, DoReFa, NoOp.
+MORE = ["more_2d_layers", "more_1d_3d_layers"]
 
 
 def assert_predicts_as_larq(model, name):
@@ -70,12 +73,13 @@ def assert_predicts_as_larq(model, name):
     np.testing.assert_array_equal(predictions.argmax(-1), larq["predictions"].argmax(-1))
 
 
-@pytest.mark.parametrize("name", sorted(BUILDERS))
+@pytest.mark.parametrize("name", sorted(BUILDERS) + MORE)
 def test_keras_load_model_reads_a_larq_model_file(name):
     model = keras.models.load_model(FIXTURES / f"{name}.h5", compile=False)
     assert_predicts_as_larq(model, name)
-    built = BUILDERS[name]()
-    assert [type(layer) for layer in model.layers] == [type(layer) for layer in built.layers]
+    if name in BUILDERS:
+        built = BUILDERS[name]()
+        assert [type(layer) for layer in model.layers] == [type(layer) for layer in built.layers]
 
 
 def test_larq_options_become_kbnn_ones():
@@ -93,6 +97,14 @@ def test_larq_options_become_kbnn_ones():
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_larq_weights_file_loads_into_the_kbnn_built_model(name):
     model = BUILDERS[name]()
+    model.load_weights(FIXTURES / f"{name}_weights.h5")
+    assert_predicts_as_larq(model, name)
+
+
+@pytest.mark.parametrize("name", MORE)
+def test_larq_weights_file_loads_into_a_model_of_the_same_layers(name):
+    model = keras.models.load_model(FIXTURES / f"{name}.h5", compile=False)
+    model.set_weights([np.zeros_like(weight) for weight in model.get_weights()])
     model.load_weights(FIXTURES / f"{name}_weights.h5")
     assert_predicts_as_larq(model, name)
 
@@ -127,10 +139,16 @@ def locally_connected(layers_by_name):
     layers_by_name["quant_dense"]["class_name"] = "QuantLocallyConnected2D"
 
 
+def unknown_argument(layers_by_name):
+    layers_by_name["quant_dense"]["config"]["fancy_option"] = True
+
+
 @pytest.mark.parametrize("edit, message", [
     (rename_quantizer, r"QuantDepthwiseConv2D 'quant_depthwise_conv2d'.*'FancySign'.*no kbnn"),
     (set_groups, r"QuantDepthwiseConv2D 'quant_depthwise_conv2d' has groups=2"),
     (locally_connected, r"QuantLocallyConnected2D 'quant_dense'.*no LocallyConnected"),
+    (unknown_argument, r"^Larq layer QuantDense 'quant_dense': kbnn cannot read its config: "
+                       r"Unrecognized keyword arguments.*fancy_option"),
 ])
 def test_what_kbnn_lacks_is_an_error_naming_the_layer(tmp_path, edit, message):
     with pytest.raises(ValueError, match=message):
