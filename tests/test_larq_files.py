@@ -126,6 +126,20 @@ def edited_copy(tmp_path, edit):
     return path
 
 
+def test_older_tf_keras_dicts_without_module_load_the_same(tmp_path):
+    # tf-keras before 2.13 wrote {"class_name", "config"} only.
+    def strip_modules(layers_by_name):
+        for layer in layers_by_name.values():
+            for value in layer["config"].values():
+                if isinstance(value, dict) and str(value.get("module")).startswith("larq."):
+                    del value["module"], value["registered_name"]
+
+    path = edited_copy(tmp_path, strip_modules)
+    with h5py.File(path, "r") as f:
+        assert "larq." not in f.attrs["model_config"]
+    assert_predicts_as_larq(keras.models.load_model(path, compile=False), "shortcut_bnn")
+
+
 def rename_quantizer(layers_by_name):
     quantizer = layers_by_name["quant_depthwise_conv2d"]["config"]["input_quantizer"]
     quantizer["class_name"] = "FancySign"
