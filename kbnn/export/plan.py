@@ -176,7 +176,7 @@ PASS_THROUGH = tuple(
         "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
         "ActivityRegularization", "Identity", "MaxPooling2D", "AveragePooling2D",
         "GlobalAveragePooling2D", "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping2D",
-        "ReLU", "LeakyReLU", "ELU", "Softmax", "Activation", "Rescaling",
+        "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Activation", "Rescaling",
         "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
     ) if hasattr(keras.layers, name)
 )
