@@ -13,7 +13,8 @@ Modules: `quantizers`, `layers`, `constraints`, `activations`, `math`, `context`
 `optimizers`, `callbacks`, `metrics`, `summary`, `data` (Fashion-MNIST), `zoo`
 (architectures and released weights), `distill` (knowledge distillation), `larq_files`
 (Larq's `.h5` model files load with `keras.models.load_model`);
-`kbnn.export` (TFLite export, imported on its own) and `python -m kbnn.train`.
+`kbnn.export` (TFLite export) and `kbnn.runtime` (kbnn's LiteRT delegate), each imported
+on its own, and `python -m kbnn.train`.
 """
 
 from kbnn.startup import quiet_tensorflow_startup as _quiet_startup
