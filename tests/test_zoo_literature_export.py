@@ -19,7 +19,6 @@ def images():
 # Known gaps, found by this test (issue 19 stays open for them); strict, so a fix shows.
 KNOWN_GAPS = {
     "meliusnet22": "the exporter does not know kbnn.zoo.literature.ChannelSlice",
-    "xnornet": "the exported XNOR-Net disagrees with Keras",
     "real_to_binary_net": "LiteRT gives NaN for the exported Real-to-Binary Net",
 }
 
