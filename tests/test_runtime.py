@@ -11,7 +11,7 @@ import pytest
 
 import kbnn  # noqa: F401  (registers kbnn's layers for load_model)
 import kbnn.export
-from kbnn.export import description
+from kbnn.export import description, verify
 
 runtime = pytest.importorskip("kbnn.runtime")
 pytest.importorskip("ai_edge_litert")
@@ -32,19 +32,7 @@ def run(tflite, x, delegate=None, batch=256, threads=1):
     """Outputs of `tflite` for x, with the kbnn delegate if given."""
     interpreter = Interpreter(model_content=tflite, num_threads=threads,
                               experimental_delegates=[delegate] if delegate else None)
-    detail = interpreter.get_input_details()[0]
-    output = interpreter.get_output_details()[0]["index"]
-    outputs, shape = [], None
-    for start in range(0, len(x), batch):
-        chunk = np.ascontiguousarray(x[start:start + batch], np.float32)
-        if chunk.shape != shape:
-            interpreter.resize_tensor_input(detail["index"], chunk.shape)
-            interpreter.allocate_tensors()
-            shape = chunk.shape
-        interpreter.set_tensor(detail["index"], chunk)
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(output).copy())
-    return np.concatenate(outputs)
+    return verify.run_interpreter(interpreter, np.ascontiguousarray(x, np.float32), batch)
 
 
 def assert_agree(stock, fast):
