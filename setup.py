@@ -5,13 +5,14 @@ from setuptools import Extension, find_packages, setup
 # installs without it (export and the stock runtime do not need it) and
 # kbnn.runtime.library_path() says how to build it. -ffp-contract=off keeps each float
 # multiply and add rounded as the stock graph rounds them.
-_DELEGATE_SOURCES = ["delegate.c", "bitkernels.c", "threadpool.c", "shapeeval.c"]
+_DELEGATE_SOURCES = ["delegate.c", "bitkernels.c", "bitconv.c", "threadpool.c", "shapeeval.c"]
 KBNN_DELEGATE = Extension(
     "kbnn.runtime._kbnn_delegate",
     sources=[f"kbnn/runtime/csrc/{name}" for name in _DELEGATE_SOURCES],
     include_dirs=["kbnn/runtime/csrc"],
     depends=[f"kbnn/runtime/csrc/{name}" for name in
-             ("tflite_abi.h", "delegate.h", "bitkernels.h", "threadpool.h", "shapeeval.h")],
+             ("tflite_abi.h", "delegate.h", "bitkernels.h", "bitconv.h", "threadpool.h",
+              "shapeeval.h")],
     extra_compile_args=["-std=c11", "-O2", "-ffp-contract=off"],
     libraries=["pthread"],
     optional=True,

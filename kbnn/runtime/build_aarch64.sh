@@ -20,7 +20,7 @@ mkdir -p "$(dirname "$out")"
 tmp="$out.tmp-$$"
 trap 'rm -f "$tmp"' EXIT
 "$cc" -std=c11 -O2 -ffp-contract=off -fPIC -shared -Wall -Wextra \
-  -o "$tmp" "$here/csrc/delegate.c" "$here/csrc/bitkernels.c" "$here/csrc/threadpool.c" "$here/csrc/shapeeval.c" -lpthread
+  -o "$tmp" "$here/csrc/delegate.c" "$here/csrc/bitkernels.c" "$here/csrc/bitconv.c" "$here/csrc/threadpool.c" "$here/csrc/shapeeval.c" -lpthread
 mv "$tmp" "$out"
 trap - EXIT
 echo "$out"

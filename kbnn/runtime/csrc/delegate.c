@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bitconv.h"
 #include "bitkernels.h"
 #include "shapeeval.h"
 #include "threadpool.h"
@@ -109,6 +110,8 @@ struct kbnn_layer {
   int flat_output;   /* its output (the FULLY_CONNECTED's input in the file) */
   int aux_checked;   /* zero and byte table evaluated by the delegate (shapeeval.c), not read */
   int sign_input;    /* input is y of SELECT_V2(GREATER_EQUAL(y, 0), 1, -1): the bits are y >= 0 */
+  int conv_op;       /* unpack design into CONV_2D / DEPTHWISE_CONV_2D (bitconv.c), else 0 */
+  kbnn_conv conv;    /* its geometry; rows = output channels, k = bits per channel */
 };
 
 typedef struct {
@@ -272,6 +275,43 @@ static int table_levels(TfLiteContext *ctx, const graph_index *g, int table) {
   return producer_op(ctx, g, bits, &node) == kTfLiteBuiltinCast ? 0 : -1;
 }
 
+/* The CONV_2D / DEPTHWISE_CONV_2D node `index` reading unpacked weights t (count bits in
+ * nw words) as its filter, then the tail: computed by bitconv.c. A depthwise bias must be
+ * zero (the stock kernel starts its sums from it). */
+static int match_conv(TfLiteContext *ctx, const graph_index *g, int index, TfLiteNode *node,
+                      int op, int t, long count, long nw, kbnn_layer *l) {
+  if (node_input(node, 1) != t || node_input(node, 0) == t || node->inputs->size < 2 ||
+      node->inputs->size > 3)
+    DECLINE();
+  TfLiteTensor *in = tensor_at(ctx, node_input(node, 0)), *wt = tensor_at(ctx, t);
+  if (!in || in->type != kTfLiteFloat32 || in->allocation_type == kTfLiteMmapRo || rank(in) != 4)
+    DECLINE();
+  if (!kbnn_conv_read(node, op, wt, dim(in, 3), &l->conv)) DECLINE();
+  long k = kbnn_conv_row_bits(&l->conv);
+  if ((long)l->conv.out_c * k != count || numel(wt) != count || (count + 31) / 32 != nw)
+    DECLINE();
+  l->rows = l->conv.out_c;
+  l->k = (int)k;
+  l->input = node_input(node, 0);
+  int bias = node_input(node, 2);
+  if (bias >= 0) {
+    TfLiteTensor *bt = tensor_at(ctx, bias);
+    if (!is_const(bt, kTfLiteFloat32) || numel(bt) != l->rows) DECLINE();
+    for (int i = 0; l->conv.depthwise && i < l->rows; ++i)
+      if (bt->data.f[i] != 0.0f) DECLINE();
+    l->bias = bt->data.f;
+  }
+  TfLiteTensor *o = tensor_at(ctx, node_output(node));
+  if (!o || o->type != kTfLiteFloat32 || rank(o) != 4 || dim(o, 3) != l->rows) DECLINE();
+  l->conv_op = op;
+  l->anchor = index;
+  l->weights = t;
+  l->flatten = -1;
+  add_node(l, index);
+  l->output = match_tail(ctx, g, l, node_output(node));
+  return 1;
+}
+
 /* The unpack design starting at BITWISE_XOR node `xor_index`. */
 static int match_unpack(TfLiteContext *ctx, const graph_index *g, int xor_index, TfLiteNode *x,
                         kbnn_layer *l) {
@@ -367,8 +407,10 @@ static int match_unpack(TfLiteContext *ctx, const graph_index *g, int xor_index,
       add_chain(l, index);
     } else if (op == kTfLiteBuiltinFullyConnected) {
       break;
+    } else if (op == kTfLiteBuiltinConv2d || op == kTfLiteBuiltinDepthwiseConv2d) {
+      return match_conv(ctx, g, index, node, op, t, count, nw, l);
     } else {
-      DECLINE(); /* conv and depthwise: not claimed by this build */
+      DECLINE();
     }
   }
   /* FULLY_CONNECTED(x, weights [N, K], bias?) */
@@ -539,8 +581,8 @@ static int build_weights(kbnn_layer *l) {
       memcpy(row, src + (size_t)j * l->in_words32 * 4, (size_t)l->in_words32 * 4);
     } else {
       size_t first = (size_t)j * (size_t)l->k;
-      for (int i = 0; i < l->k; ++i) {
-        size_t bit = first + (size_t)i;
+      for (int i = 0; i < l->k; ++i) { /* depthwise: stored [kh, kw, channels] */
+        size_t bit = l->conv.depthwise ? (size_t)i * l->rows + j : first + (size_t)i;
         if ((bit >> 3) >= src_bytes) return 0; /* cannot happen after matching; never read past */
         if ((src[bit >> 3] >> (bit & 7)) & 1) row[i >> 6] |= 1ULL << (i & 63);
       }
@@ -566,6 +608,7 @@ static void free_layer(kbnn_layer *l) {
   free(l->w);
   free(l->ones);
   free(l->masks);
+  kbnn_conv_release(&l->conv);
   l->w = NULL;
   l->ones = NULL;
   l->masks = NULL;
@@ -790,6 +833,100 @@ static TfLiteStatus resize(TfLiteContext *ctx, TfLiteTensor *t, int rank_, const
 static int partition_aux_ok(TfLiteContext *ctx, const kbnn_state *s, const kbnn_shape_op *aux,
                             int n_aux, const kbnn_part *parts, int n_parts);
 
+/* Output values per item of the batch: rows, or a conv's out_h x out_w x rows. */
+static long part_items(const kbnn_layer *l) {
+  return l->conv_op ? (long)l->conv.out_h * l->conv.out_w * l->rows : l->rows;
+}
+
+static float *part_output(TfLiteContext *ctx, const kbnn_part *part);
+
+/* A conv layer's sizes for its input (a tensor, or the conv before it in the partition),
+ * its padding tables, and its output's shape or buffer. */
+static TfLiteStatus prepare_conv_part(TfLiteContext *ctx, kbnn_partition *p, kbnn_part *part) {
+  kbnn_layer *l = &part->layer;
+  long batch = -1;
+  int h = 0, w = 0, c = 0;
+  if (part->src >= 0 && p->parts[part->src].layer.conv_op) {
+    const kbnn_part *src = &p->parts[part->src];
+    batch = src->batch;
+    h = src->layer.conv.out_h;
+    w = src->layer.conv.out_w;
+    c = src->layer.rows;
+  } else if (part->src < 0) {
+    TfLiteTensor *in = tensor_at(ctx, l->input);
+    if (rank(in) == 4) {
+      batch = dim(in, 0);
+      h = dim(in, 1);
+      w = dim(in, 2);
+      c = dim(in, 3);
+    }
+  }
+  if (batch < 0 || c != l->conv.in_c ||
+      !kbnn_conv_prepare(&l->conv, h, w, l->w, l->words, l->zero_low)) {
+    report(ctx, "the %dx%d conv at node %d cannot take a %ld x %d x %d x %d input", l->conv.kh,
+           l->conv.kw, l->anchor, batch, h, w, c);
+    return kTfLiteError;
+  }
+  part->batch = batch;
+  long items = part_items(l);
+  if (part->internal_out) {
+    if (batch * items > part->act_capacity) {
+      free(part->act);
+      part->act = (float *)aligned_zeroed((size_t)(batch * items) * sizeof(float));
+      part->act_capacity = part->act ? batch * items : 0;
+      if (!part->act) return kTfLiteError;
+    }
+    return kTfLiteOk;
+  }
+  TfLiteTensor *out = tensor_at(ctx, l->output);
+  int shape[4] = {(int)batch, l->conv.out_h, l->conv.out_w, l->rows};
+  if (!out) return kTfLiteError;
+  if (rank(out) == 4 && dim(out, 0) == shape[0] && dim(out, 1) == shape[1] &&
+      dim(out, 2) == shape[2] && dim(out, 3) == shape[3])
+    return kTfLiteOk;
+  return resize(ctx, out, 4, shape);
+}
+
+/* A conv layer: bitconv.c's dot products, then the bias and the tail per channel. */
+static TfLiteStatus run_conv_part(TfLiteContext *ctx, kbnn_partition *p, const kbnn_part *part) {
+  const kbnn_layer *l = &part->layer;
+  long batch = part->batch, items = part_items(l);
+  long in_items = (long)l->conv.in_h * l->conv.in_w * l->conv.in_c;
+  float *out = part_output(ctx, part);
+  const float *in = NULL;
+  if (part->src >= 0) {
+    in = part_output(ctx, &p->parts[part->src]);
+  } else {
+    TfLiteTensor *t = tensor_at(ctx, l->input);
+    if (t && t->type == kTfLiteFloat32 && numel(t) == batch * in_items &&
+        t->bytes >= (size_t)numel(t) * 4)
+      in = t->data.f;
+  }
+  if (batch < 0 || (batch > 0 && (!in || !out)) ||
+      (part->internal_out && batch * items > part->act_capacity)) {
+    report(ctx, "tensors %d -> %d of the conv at node %d changed shape since prepare", l->input,
+           l->output, l->anchor);
+    return kTfLiteError;
+  }
+  kbnn_conv_weights cw = {&l->conv, &p->state->kernels, l->w, l->words, l->ones,
+                          l->zero_low, l->masks, l->blocks};
+  for (long b = 0; b < batch; ++b) {
+    float *y = out + b * items;
+    if (kbnn_conv_image(&cw, p->state->pool, in + b * in_items,
+                        l->sign_input ? KBNN_CONV_SIGN : KBNN_CONV_AUTO, y) != 0) {
+      report(ctx, "out of memory in the conv at node %d", l->anchor);
+      return kTfLiteError;
+    }
+    for (long i = 0; i < items; i += l->rows)
+      for (int r = 0; r < l->rows; ++r) {
+        float v = y[i + r];
+        if (l->bias) v = v + l->bias[r];
+        y[i + r] = apply_tail(l, r, v);
+      }
+  }
+  return kTfLiteOk;
+}
+
 static TfLiteStatus kernel_prepare(TfLiteContext *ctx, TfLiteNode *node) {
   kbnn_partition *p = (kbnn_partition *)node->user_data;
   if (!p || p->failed) {
@@ -812,7 +949,12 @@ static TfLiteStatus kernel_prepare(TfLiteContext *ctx, TfLiteNode *node) {
     }
     if (!p->parts[i].has_compute) continue;
     kbnn_part *part = &p->parts[i];
+    if (l->conv_op) {
+      if (prepare_conv_part(ctx, p, part) != kTfLiteOk) return kTfLiteError;
+      continue;
+    }
     long batch = part->src >= 0 ? p->parts[part->src].batch : layer_batch(ctx, l);
+    if (part->src >= 0 && part_items(&p->parts[part->src].layer) != l->k) batch = -1;
     TfLiteTensor *in = tensor_at(ctx, l->input), *out = tensor_at(ctx, l->output);
     part->batch = batch;
     if (batch >= 0 && part->internal_out) {
@@ -859,10 +1001,11 @@ static TfLiteStatus check_unpack_inputs(TfLiteContext *ctx, const kbnn_state *s,
 
 /* Where a part's output lives: its tensor, or the partition's buffer when only the
  * partition reads it. */
+static float *part_output(TfLiteContext *ctx, const kbnn_part *part);
 static float *part_output(TfLiteContext *ctx, const kbnn_part *part) {
   if (part->internal_out) return part->act;
   TfLiteTensor *out = tensor_at(ctx, part->layer.output);
-  if (!out || out->type != kTfLiteFloat32 || numel(out) != part->batch * part->layer.rows ||
+  if (!out || out->type != kTfLiteFloat32 || numel(out) != part->batch * part_items(&part->layer) ||
       out->bytes < (size_t)numel(out) * 4)
     return NULL;
   return out->data.f;
@@ -942,7 +1085,9 @@ static TfLiteStatus kernel_invoke(TfLiteContext *ctx, TfLiteNode *node) {
     if (p->parts[i].has_chain && !l->aux_checked &&
         check_unpack_inputs(ctx, p->state, l) != kTfLiteOk)
       return kTfLiteError;
-    if (p->parts[i].has_compute && run_layer(ctx, p, &p->parts[i]) != kTfLiteOk)
+    if (p->parts[i].has_compute &&
+        (l->conv_op ? run_conv_part(ctx, p, &p->parts[i]) : run_layer(ctx, p, &p->parts[i])) !=
+            kTfLiteOk)
       return kTfLiteError;
   }
   return kTfLiteOk;
@@ -1089,7 +1234,8 @@ static void fold_sign(TfLiteContext *ctx, const graph_index *g, kbnn_layer *l) {
   int y = node_input(compare, 0);
   TfLiteTensor *yt = tensor_at(ctx, y), *x = tensor_at(ctx, l->input);
   if (!yt || !x || yt->type != kTfLiteFloat32 || yt->allocation_type == kTfLiteMmapRo ||
-      numel(yt) != numel(x) || rank(yt) < 1 || dim(yt, rank(yt) - 1) != l->k)
+      numel(yt) != numel(x) || rank(yt) < 1 ||
+      dim(yt, rank(yt) - 1) != (l->conv_op ? l->conv.in_c : l->k))
     return;
   add_node(l, compare_index);
   add_node(l, select_index);
@@ -1197,7 +1343,7 @@ static int find_aux(TfLiteContext *ctx, const kbnn_state *s, const TfLiteIntArra
   for (int j = 0; j < n; ++j) {
     kbnn_layer *l = &layers[j];
     TfLiteNode *node;
-    if (l->design != DESIGN_UNPACK || l->input < 0 || (size_t)l->input >= g->n ||
+    if (l->design != DESIGN_UNPACK || l->conv_op || l->input < 0 || (size_t)l->input >= g->n ||
         g->count[l->input] != 1 || producer_op(ctx, g, l->input, &node) != kTfLiteBuiltinReshape)
       continue;
     int data = node_input(node, 0), shape = node_input(node, 1);
@@ -1351,7 +1497,8 @@ static TfLiteStatus delegate_prepare(TfLiteContext *ctx, TfLiteDelegate *delegat
     if (s->options.verbose)
       fprintf(stderr, "kbnn delegate: node %d (BITWISE_XOR): %s (delegate.c lines %d, %d)\n",
               plan->data[i],
-              ok ? (l->design == DESIGN_XOR ? "xor-popcount dense layer" : "packed dense layer")
+              ok ? (l->design == DESIGN_XOR ? "xor-popcount dense layer"
+                    : l->conv_op ? "packed conv layer" : "packed dense layer")
                  : "not a layer this build runs, left to the runtime",
               unpack_line, l->declined_at);
     if (ok) n++;
