@@ -152,6 +152,8 @@ class _Emitter:
         kwargs.pop("training", None)
         if _takes_training(layer):
             kwargs["training"] = False
+        if layer.weights:  # e.g. PReLU's alpha
+            return _call_with_constant_weights(layer, *args, **kwargs)
         return layer(*args, **kwargs)
 
     # --- the whole model -------------------------------------------------------------------
@@ -173,6 +175,23 @@ class _Emitter:
 
             x = run_functional(self.model, x, export_op)
         return (x, *self._probes) if self.probe else x
+
+
+def _call_with_constant_weights(layer, *args, **kwargs):
+    """`layer(*args, **kwargs)` with its weights' current values as constants.
+
+    A variable the traced function captures is written into the file as a
+    resource variable (VAR_HANDLE, READ_VARIABLE) that nothing initializes:
+    LiteRT then reads uninitialized memory (NaN in Real-to-Binary Net's PReLUs)
+    or refuses to run. Constants are folded into the file like every kernel.
+    """
+    with tf.init_scope():  # read the values eagerly, outside the function being traced
+        trainable, non_trainable = ([v.value.numpy() for v in variables] for variables in
+                                    (layer.trainable_variables, layer.non_trainable_variables))
+    constants = lambda values: [tf.constant(value) for value in values]
+    outputs, _ = layer.stateless_call(constants(trainable), constants(non_trainable), *args,
+                                      **kwargs)
+    return outputs
 
 
 def _pad_same(x, plan):
