@@ -1,22 +1,41 @@
-"""Latency and size of exported BNNs beside the float export of the same architecture.
+"""Latency and size of exported BNNs beside float exports of the same architecture.
 
     python benchmarks/tflite_latency.py [--runs 300] [--threads 1 2] [--models mlp1024 ...]
+    python benchmarks/tflite_latency.py --models quicknet birealnet     # 224x224 models
 
 Batch 1, LiteRT (`ai_edge_litert`), median of `--runs` timed invokes after a
-warm-up; the designs of one model are timed in interleaved rounds so machine
-noise hits them alike. "bnn int8/int4/int2" store the binary kernels as integers
-that the stock runtime's XNNPACK multiplies, exactly (`kbnn.export.lowbit`).
-"bnn packed+kbnn" is the same packed file run with
-kbnn's delegate (`kbnn.runtime`), when its library is built. Each float twin has its BNN's architecture; released
-weights are used where saved_models/ has them (latency does not depend on
-weight values). Prints one table; ratios are to the float twin measured in the
-same run.
+warm-up; the files of one model are timed in interleaved rounds so machine
+noise hits them alike, and the last column gives the latency ratio of each
+round. "bnn packed" is `python -m kbnn.export --tflite`'s file; "bnn
+int8/int4/int2" store the binary kernels as integers that the stock
+runtime's XNNPACK multiplies, exactly (`kbnn.export.lowbit`); "bnn
+packed+kbnn" is the packed file run with kbnn's delegate (`kbnn.runtime`),
+when its library is built. Ratios are to the float twin measured in the same
+run.
+
+Fashion-MNIST models (mlp128, mlp1024, cnn, mlp3x4096): the float twin is the
+zoo's float builder with the BNN's shapes, exported by kbnn; released weights
+are used where saved_models/ has them (latency does not depend on weight
+values).
+
+Literature models (any `kbnn.zoo.LITERATURE_BUILDERS` name) at 224x224x3 and
+1000 classes, random weights: the float twin is the same model with every
+quantizer removed (`float_twin`: each Quant layer rebuilt from its config with
+its quantizers set to None, i.e. a float convolution or dense layer), and
+"mobilenetv2 float" is `keras.applications.MobileNetV2(weights=None)`; both
+float files come from the stock TFLite converter (batch norms folded into the
+convolutions), the best a float model gets. The BNN files get packed, int8 and
+packed+kbnn; int4/int2 store only dense kernels in fewer bits, so they are
+left out here. `--runs` defaults to 300 invokes for the Fashion-MNIST models
+and 30 for the literature models.
 """
 
 import argparse
 import time
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 import kbnn.export
 from kbnn import zoo
@@ -33,6 +52,8 @@ MODELS = {
     "mlp3x4096": ((zoo.bnn_mlp, dict(hidden_units=(4096, 4096, 4096))),
                   (zoo.float_mlp, dict(hidden_units=(4096, 4096, 4096)))),
 }
+LITERATURE = sorted(zoo.LITERATURE_BUILDERS)
+DEFAULT_RUNS = {"fashion_mnist": 300, "literature": 30}
 
 
 def build(builder, arguments):
@@ -44,19 +65,75 @@ def build(builder, arguments):
         return builder(**arguments)
 
 
+def float_twin(model):
+    """`model` with every quantizer removed: each layer with `*_quantizer` arguments is
+    rebuilt from its config with them set to None (QuantConv2D with no quantizers is a
+    float Conv2D), every other layer cloned as it is. Weights are fresh.
+
+    >>> twin = float_twin(zoo.quicknet(input_shape=(32, 32, 3), num_classes=10))
+    >>> [l.kernel_quantizer for l in twin.layers if hasattr(l, "kernel_quantizer")][:2]
+    [None, None]
+    """
+    def clone(layer):
+        config = layer.get_config()
+        quantizers = [key for key in config if key.endswith("_quantizer")]
+        if not quantizers:
+            return layer.__class__.from_config(config)
+        return layer.__class__.from_config({**config, **dict.fromkeys(quantizers)})
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def stock_tflite(model):
+    """`model` as a batch-1 float file by the stock TFLite converter (no kbnn plans)."""
+    shape = (1, *model.inputs[0].shape[1:])
+    function = tf.function(lambda x: model(x, training=False),
+                           input_signature=[tf.TensorSpec(shape, tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], model)
+    return converter.convert()
+
+
+def fashion_mnist_files(name):
+    """{design: file bytes} of a Fashion-MNIST model and its float twin."""
+    bnn, twin = (build(*spec) for spec in MODELS[name])
+    files = {"float twin": kbnn.export.to_tflite(twin)}
+    for weights in ("packed", "int8", "int4", "int2"):
+        files[f"bnn {weights}"] = kbnn.export.to_tflite(bnn, weights=weights)
+    return files
+
+
+def literature_files(name, mobilenet):
+    """{design: file bytes} of a literature model at 224x224x3, its float twin and
+    MobileNetV2 (`mobilenet`, the bytes of its file, made once per run)."""
+    bnn = zoo.LITERATURE_BUILDERS[name]()
+    files = {"float twin": stock_tflite(float_twin(bnn)), "mobilenetv2 float": mobilenet}
+    for weights in ("packed", "int8"):
+        files[f"bnn {weights}"] = kbnn.export.to_tflite(bnn, weights=weights)
+    return files
+
+
 def timer(tflite, threads, delegate=False):
+    """A function timing `n` batch-1 invokes of `tflite` (seconds each), after a warm-up;
+    with `delegate`, the kbnn delegate's claimed layer count is its `.claimed`."""
     from ai_edge_litert.interpreter import Interpreter
 
+    claimed = None
     if delegate:
         import kbnn.runtime
 
-        interpreter = kbnn.runtime.Interpreter(model_content=tflite, num_threads=threads)
+        loaded = kbnn.runtime.load_delegate()
+        interpreter = Interpreter(model_content=tflite, num_threads=threads,
+                                  experimental_delegates=[loaded])
     else:
         interpreter = Interpreter(model_content=tflite, num_threads=threads)
-    interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
-    x = np.random.default_rng(0).random(detail["shape"], np.float32)
-    interpreter.set_tensor(detail["index"], x)
+    shape = [1, *detail["shape"][1:]]
+    interpreter.resize_tensor_input(detail["index"], shape)
+    interpreter.allocate_tensors()
+    if delegate:
+        claimed = kbnn.runtime.claimed_layers(loaded)
+    interpreter.set_tensor(detail["index"], np.random.default_rng(0).random(shape, np.float32))
     for _ in range(20):
         interpreter.invoke()
 
@@ -68,13 +145,41 @@ def timer(tflite, threads, delegate=False):
             times.append(time.perf_counter() - start)
         return times
 
+    run.claimed = claimed
     return run
+
+
+def measure(name, files, threads, runs, rounds, with_delegate):
+    """Table rows of one model: every design timed in `rounds` interleaved rounds."""
+    designs = dict(files)
+    if with_delegate:
+        designs["bnn packed+kbnn"] = files["bnn packed"]
+    timers = {k: timer(v, threads, delegate=k.endswith("+kbnn")) for k, v in designs.items()}
+    per_round = max(1, runs // rounds)
+    samples = {k: [] for k in designs}
+    for _ in range(rounds):
+        for key, run in timers.items():
+            samples[key].append(run(per_round))
+    medians = {k: 1e6 * float(np.median(np.concatenate(v))) for k, v in samples.items()}
+    round_medians = {k: [np.median(r) for r in v] for k, v in samples.items()}
+    rows = []
+    for key, tflite in designs.items():
+        ratios = [a / b for a, b in zip(round_medians[key], round_medians["float twin"])]
+        claimed = timers[key].claimed
+        rows.append((name, threads, key, len(tflite), medians[key],
+                     medians[key] / medians["float twin"], len(tflite) / len(files["float twin"]),
+                     " ".join(f"{r:.2f}" for r in ratios), claimed))
+    return rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS) + LITERATURE,
+                        default=list(MODELS), metavar="MODEL",
+                        help=f"any of {', '.join(list(MODELS) + LITERATURE)}")
+    parser.add_argument("--runs", type=int, default=None,
+                        help="timed invokes per design (default: 300 for the Fashion-MNIST "
+                             "models, 30 for the literature models)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     args = parser.parse_args()
@@ -87,37 +192,34 @@ def main():
         print(f"no 'bnn packed+kbnn' column: {error}")
         with_delegate = False
 
-    rows = []
+    rows, mobilenet = [], None
     for name in args.models:
-        bnn, float_twin = (build(*spec) for spec in MODELS[name])
-        files = {"float twin": kbnn.export.to_tflite(float_twin)}
-        for weights in ("packed", "int8", "int4", "int2"):
-            files[f"bnn {weights}"] = kbnn.export.to_tflite(bnn, weights=weights)
+        literature = name in zoo.LITERATURE_BUILDERS
+        if literature:
+            if mobilenet is None:
+                mobilenet = stock_tflite(keras.applications.MobileNetV2(weights=None))
+            files = literature_files(name, mobilenet)
+        else:
+            files = fashion_mnist_files(name)
         print(f"{name}: exported {', '.join(f'{k} {len(v):,} B' for k, v in files.items())}",
               flush=True)
-        designs = dict(files)
-        if with_delegate:
-            designs["bnn packed+kbnn"] = files["bnn packed"]
+        runs = args.runs or DEFAULT_RUNS["literature" if literature else "fashion_mnist"]
         for threads in args.threads:
-            timers = {k: timer(v, threads, delegate=k.endswith("+kbnn"))
-                      for k, v in designs.items()}
-            samples = {k: [] for k in designs}
-            for _ in range(args.rounds):
-                for key, run in timers.items():
-                    samples[key] += run(args.runs // args.rounds)
-            medians = {k: 1e6 * float(np.median(v)) for k, v in samples.items()}
-            for key, tflite in designs.items():
-                rows.append((name, threads, key, len(tflite), medians[key],
-                             medians[key] / medians["float twin"],
-                             len(tflite) / len(designs["float twin"])))
+            rows += measure(name, files, threads, runs, args.rounds, with_delegate)
+            print(f"{name}: timed at {threads} thread(s), {runs} invokes per design", flush=True)
 
-    print(f"\nbatch 1, median of {args.runs} invokes; ratios to the float twin at the same "
-          f"thread count")
-    print(f"{'model':<10} {'threads':>7} {'export':<16} {'bytes':>12} {'median us':>10} "
-          f"{'latency/float':>14} {'size/float':>11}")
-    for name, threads, key, size, us, ratio, size_ratio in rows:
-        print(f"{name:<10} {threads:>7} {key:<16} {size:>12,} {us:>10.1f} {ratio:>14.2f} "
-              f"{size_ratio:>11.3f}")
+    print(f"\nbatch 1, median of the invokes; ratios to the float twin at the same thread "
+          f"count; per round: the latency ratio of each of the {args.rounds} rounds")
+    print(f"{'model':<18} {'threads':>7} {'export':<18} {'bytes':>12} {'median us':>10} "
+          f"{'latency/float':>14} {'size/float':>11}  per round")
+    for name, threads, key, size, us, ratio, size_ratio, rounds, _ in rows:
+        print(f"{name:<18} {threads:>7} {key:<18} {size:>12,} {us:>10.1f} {ratio:>14.2f} "
+              f"{size_ratio:>11.3f}  {rounds}")
+    claims = [(name, threads, claimed) for name, threads, key, *_, claimed in rows
+              if claimed is not None]
+    for name, threads, claimed in claims:
+        print(f"kbnn delegate on {name} ({threads} thread(s)): claimed {claimed} packed "
+              f"layer(s); LiteRT ran the rest")
 
 
 if __name__ == "__main__":
