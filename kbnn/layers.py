@@ -22,24 +22,32 @@ parent does. The layers and their arguments are Larq's: `QuantDense`,
 LocallyConnected layers, so neither has kbnn). Every constraint argument of a
 quantized kernel also accepts "weight_clip".
 
+Where the input and the kernel are both binary (their quantizers are
+`integer_valued`), `QuantDense` and `QuantConv1D/2D/3D` keep the input as
+int8 for the backward pass instead of a float32 copy, and `compute="bfloat16"`
+(keyword-only; default "float32") computes the forward product in bfloat16,
+exactly (`kbnn.exact_product`): outputs and gradients are bit-identical to
+float32. `set_compute(model, "bfloat16")` sets it on every layer of a model.
+
 Loading a `.keras` file that holds these layers needs `import kbnn` first:
 Keras 3 finds a custom class only in its registry (filled when kbnn is
 imported) and imports no module a file names unless it belongs to Keras.
 """
 
 import collections
+import functools
 
 import keras
 import numpy as np
 from keras import ops
 
 from kbnn import constraints as kbnn_constraints
-from kbnn import context, quantizers
+from kbnn import context, exact_product, quantizers
 
 __all__ = [
     "QuantDense", "QuantConv1D", "QuantConv2D", "QuantConv3D", "QuantDepthwiseConv2D",
     "QuantSeparableConv1D", "QuantSeparableConv2D", "QuantConv2DTranspose",
-    "QuantConv3DTranspose", "QuantizedKernel",
+    "QuantConv3DTranspose", "QuantizedKernel", "set_compute",
 ]
 
 # One quantized kernel of a layer: the attribute holding its quantizer, the
@@ -62,12 +70,13 @@ class _QuantizerMixin:
 
     _slots = (_KERNEL,)
 
-    def __init__(self, *args, input_quantizer=None, **kwargs):
+    def __init__(self, *args, input_quantizer=None, compute="float32", **kwargs):
         kernel_quantizers = [kwargs.pop(slot.argument, None) for slot in self._slots]
         for slot in self._slots:
             if slot.constraint in kwargs:
                 kwargs[slot.constraint] = kbnn_constraints.get(kwargs[slot.constraint])
         super().__init__(*args, **kwargs)
+        self.compute = exact_product.check_compute(compute, f"compute of layer {self.name!r}")
         self.input_quantizer = quantizers.get(input_quantizer)
         for slot, quantizer in zip(self._slots, kernel_quantizers):
             quantizer = quantizers.get(quantizer)
@@ -75,6 +84,20 @@ class _QuantizerMixin:
                     and context.get_training_metrics()):
                 quantizer.training_metrics = sorted(context.get_training_metrics())
             setattr(self, slot.quantizer, quantizer)
+
+    def integer_operands(self):
+        """Whether input and kernel are integer-valued, so the product is exact in int8/bfloat16.
+
+        True when the input quantizer and every kernel quantizer are
+        `integer_valued`, no LoRA adapter is added to the kernel, and padding
+        pads with an integer.
+        """
+        pad = getattr(self, "pad_values", 0)
+        return (getattr(self.input_quantizer, "integer_valued", False)
+                and all(getattr(getattr(self, slot.quantizer), "integer_valued", False)
+                        for slot in self._slots)
+                and not getattr(self, "lora_enabled", False)
+                and float(pad).is_integer() and abs(pad) <= 127)
 
     @property
     def quantized(self):
@@ -140,6 +163,7 @@ class _QuantizerMixin:
         return {
             **super().get_config(),
             "input_quantizer": quantizers.serialize(self.input_quantizer),
+            "compute": self.compute,
             **{slot.argument: quantizers.serialize(getattr(self, slot.quantizer))
                for slot in self._slots},
         }
@@ -233,8 +257,25 @@ class _PadValuesMixin:
         return {**super().get_config(), "pad_values": self.pad_values}
 
 
+class _DenseProduct:
+    """Dense's call, its matmul by `kbnn.exact_product` when the operands are integers."""
+
+    def call(self, inputs, training=None):
+        if not self.integer_operands():
+            return super().call(inputs)
+        forward = None
+        if self.compute == "bfloat16":
+            forward = functools.partial(exact_product.matmul, compute="bfloat16")
+        x = exact_product.integer_product(ops.matmul, inputs, self.kernel, forward)
+        if self.bias is not None:
+            x = ops.add(x, self.bias)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+
 @keras.saving.register_keras_serializable(package="kbnn")
-class QuantDense(_QuantizerMixin, keras.layers.Dense):
+class QuantDense(_QuantizerMixin, _DenseProduct, keras.layers.Dense):
     """`keras.layers.Dense` with quantized input and kernel.
 
     >>> layer = kbnn.layers.QuantDense(3, kernel_quantizer="ste_sign")
@@ -248,11 +289,30 @@ class QuantDense(_QuantizerMixin, keras.layers.Dense):
             (`lora_rank`), the low-rank update is added to the quantized
             kernel: a float adapter on quantized weights.
         kernel_constraint: also accepts "weight_clip".
+        compute: "float32" or "bfloat16": the precision of the forward
+            product where input and kernel are binary (exact either way).
     """
 
 
 class _QuantConv(_QuantizerMixin, _PadValuesMixin):
     """A convolution with quantized input and kernel(s), and `pad_values`."""
+
+    def convolution_op(self, inputs, kernel):
+        # The hook of Conv1D/2D/3D's call (depthwise and separable have none).
+        if not self.integer_operands():
+            return super().convolution_op(inputs, kernel)
+        # Keras's convolution_op, with the padding of this call bound: the
+        # gradient runs after `_PadValuesMixin` has restored "same".
+        product = functools.partial(
+            ops.conv, strides=list(self.strides), padding=self.padding,
+            dilation_rate=self.dilation_rate, data_format=self.data_format)
+        forward = None
+        if (self.compute == "bfloat16" and self.rank == 2 and self.groups == 1
+                and self.data_format == "channels_last"):
+            forward = functools.partial(
+                exact_product.conv2d, strides=self.strides, padding=self.padding.upper(),
+                dilations=self.dilation_rate, compute="bfloat16")
+        return exact_product.integer_product(product, inputs, kernel, forward)
 
 
 @keras.saving.register_keras_serializable(package="kbnn")
@@ -346,3 +406,24 @@ class QuantConv2DTranspose(_QuantConvTranspose, keras.layers.Conv2DTranspose):
 @keras.saving.register_keras_serializable(package="kbnn")
 class QuantConv3DTranspose(_QuantConvTranspose, keras.layers.Conv3DTranspose):
     """`keras.layers.Conv3DTranspose`, quantized; arguments as `QuantConv2DTranspose`'s."""
+
+
+def set_compute(model, compute):
+    """Set `compute` of every kbnn layer of `model` (nested models too); returns how many.
+
+    >>> model = kbnn.zoo.bnn_mlp((64,))
+    >>> kbnn.layers.set_compute(model, "bfloat16")
+    2
+
+    Set it before the model is compiled and trained: a traced training step
+    keeps the compute it was traced with.
+    """
+    exact_product.check_compute(compute)
+    count = 0
+    for layer in model.layers:
+        if isinstance(layer, _QuantizerMixin):
+            layer.compute = compute
+            count += 1
+        elif hasattr(layer, "layers"):
+            count += set_compute(layer, compute)
+    return count

@@ -19,8 +19,9 @@ Conventions that live here and nowhere else:
 
 * sign(0) = +1 (`sign`); every binary output is exactly +1.0 or -1.0.
 * the straight-through gradient passes `dy` where |x| <= clip_value and 0
-  elsewhere (in float32, `dy * 0`: NaN where `dy` itself is inf or NaN);
-  `clip_value=None` passes it everywhere.
+  elsewhere (`dy * 0`: NaN where `dy` itself is inf or NaN); `clip_value=None`
+  passes it everywhere. The backward pass keeps the mask |x| <= clip_value as
+  bool, not `x`.
 * heaviside(0) = 0 (`heaviside`): 1 where x > 0, else 0.
 * every quantizer has a `precision`, the bits of its output (1 for the
   sign family, 2 for `SteTern`, k_bit for `DoReFa`, None when unknown);
@@ -92,22 +93,18 @@ def heaviside(x):
 
 # Plain TensorFlow ops, not XLA-compiled kernels: XLA saved little time on
 # these element-wise ops and made the training process grow epoch by epoch.
-def _clipped_gradient(x, dy, clip_value):
-    """dy where |x| <= clip_value (inclusive), else 0."""
+def _straight_through(x, clip_value):
+    """The straight-through backward pass of a quantizer of `x`: dy where |x| <= clip_value.
+
+    The mask is taken in the forward pass and kept as bool (one byte an
+    element), so the backward pass does not hold `x` itself: the float input
+    of a binarizer (a batch norm's output) is freed after the forward pass.
+    Masked entries are dy * 0: a signed zero, or NaN where dy is inf or NaN.
+    """
     if clip_value is None:
-        return dy
-    if (x.dtype == tf.float32 and dy.dtype == tf.float32
-            and isinstance(clip_value, numbers.Real) and 0 < clip_value < 1e38):
-        # One fused kernel (one pass over x) in place of abs, compare and
-        # select. FakeQuant's gradient passes dy where nudged_min <= x <=
-        # nudged_max; with 2 narrow-range bits over [-c, c] the scale is c and
-        # the zero point exactly 2, so the nudged range is exactly [-c, c].
-        # Masked entries are dy * 0: a signed zero, or NaN where dy is inf or
-        # NaN (tf.where would give 0 there).
-        return tf.raw_ops.FakeQuantWithMinMaxArgsGradient(
-            gradients=dy, inputs=x, min=-float(clip_value), max=float(clip_value),
-            num_bits=2, narrow_range=True)
-    return tf.where(tf.abs(x) <= tf.constant(clip_value, x.dtype), dy, tf.zeros_like(dy))
+        return lambda dy: dy
+    keep = tf.abs(x) <= tf.constant(clip_value, x.dtype)
+    return lambda dy: dy * tf.cast(keep, dy.dtype)
 
 
 def ste_sign(x, clip_value=1.0):
@@ -122,7 +119,7 @@ def ste_sign(x, clip_value=1.0):
 
     @tf.custom_gradient
     def _ste_sign(x):
-        return sign(x), lambda dy: _clipped_gradient(x, dy, clip_value)
+        return sign(x), _straight_through(x, clip_value)
 
     return _ste_sign(tf.convert_to_tensor(x))
 
@@ -150,7 +147,7 @@ def stochastic_sign(x, seed, clip_value=1.0):
         # u < p is true with probability p for u ~ U[0, 1).
         out = tf.where(noise < hard_sigmoid(x), tf.constant(1, x.dtype),
                        tf.constant(-1, x.dtype))
-        return out, lambda dy: _clipped_gradient(x, dy, clip_value)
+        return out, _straight_through(x, clip_value)
 
     return _stochastic_sign(x)
 
@@ -228,7 +225,7 @@ def ste_heaviside(x, clip_value=1.0):
 
     @tf.custom_gradient
     def _ste_heaviside(x):
-        return heaviside(x), lambda dy: _clipped_gradient(x, dy, clip_value)
+        return heaviside(x), _straight_through(x, clip_value)
 
     return _ste_heaviside(tf.convert_to_tensor(x))
 
@@ -253,7 +250,7 @@ def ste_tern(x, threshold_value=0.05, ternary_weight_networks=False, clip_value=
             threshold = tf.constant(threshold_value, x.dtype)
         # +1 above the band, -1 below it, 0 inside (the two signs cancel).
         out = tf.sign(tf.sign(x + threshold) + tf.sign(x - threshold))
-        return out, lambda dy: _clipped_gradient(x, dy, clip_value)
+        return out, _straight_through(x, clip_value)
 
     return _ste_tern(tf.convert_to_tensor(x))
 
@@ -315,9 +312,17 @@ class Quantizer(keras.layers.Layer):
     `fit` logs as "flip_ratio/<quantizer name>". None: the metrics of the
     enclosing `kbnn.context.metrics_scope` when a kbnn layer takes it as a
     kernel quantizer.
+
+    `integer_valued` is true when every output is an integer of magnitude at
+    most 127 (-1, 0, +1 for the sign family), so int8 and bfloat16 hold it
+    exactly: a layer whose input and kernel quantizers both are
+    `integer_valued` keeps its input as int8 for the backward pass and can
+    compute its product in bfloat16 (`kbnn.exact_product`). A subclass whose
+    `call` scales or shifts the values must set it to False.
     """
 
     precision = None
+    integer_valued = False
 
     def __init__(self, metrics=None, **kwargs):
         kwargs.setdefault("trainable", False)
@@ -380,6 +385,8 @@ class BinaryQuantizer(Quantizer):
 class _SignQuantizer(BinaryQuantizer):
     """Shared config handling of the binary quantizers with a clip value."""
 
+    integer_valued = True
+
     def __init__(self, clip_value=1.0, **kwargs):
         super().__init__(**kwargs)
         self.clip_value = clip_value
@@ -433,6 +440,8 @@ class StochasticSign(_SignQuantizer):
 class ApproxSign(BinaryQuantizer):
     """`approx_sign` as a serializable quantizer."""
 
+    integer_valued = True
+
     def call(self, inputs):
         return approx_sign(inputs)
 
@@ -440,6 +449,8 @@ class ApproxSign(BinaryQuantizer):
 @keras.saving.register_keras_serializable(package="kbnn")
 class SwishSign(BinaryQuantizer):
     """`swish_sign` as a serializable quantizer, with its `beta`."""
+
+    integer_valued = True
 
     def __init__(self, beta=5.0, **kwargs):
         super().__init__(**kwargs)
@@ -455,6 +466,8 @@ class SwishSign(BinaryQuantizer):
 @keras.saving.register_keras_serializable(package="kbnn")
 class MagnitudeAwareSign(_SignQuantizer):
     """`magnitude_aware_sign` as a serializable quantizer (for kernels)."""
+
+    integer_valued = False  # scaled by the mean |x|
 
     def call(self, inputs):
         return magnitude_aware_sign(inputs, clip_value=self.clip_value)
@@ -485,6 +498,7 @@ class SteTern(Quantizer):
     """
 
     precision = 2
+    integer_valued = True
 
     def __init__(self, threshold_value=0.05, ternary_weight_networks=False, clip_value=1.0,
                  **kwargs):

@@ -401,3 +401,85 @@ def test_every_layer_round_trips_through_a_keras_file(tmp_path):
     restored = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
     assert [type(l) for l in restored.layers] == [type(l) for l in model.layers]
+
+
+def binary_pair(layer_cls, shape, **kwargs):
+    """A binary layer and the same product by plain TensorFlow ops on ste_sign'd values."""
+    layer = layer_cls(**kwargs, input_quantizer="ste_sign", kernel_quantizer="ste_sign")
+    layer.build(shape)
+    # Mostly positive inputs and kernels: sums of several hundred +1 terms.
+    layer.kernel.assign(np.abs(layer.kernel.numpy()) - 0.01)
+    return layer
+
+
+@pytest.mark.parametrize("compute", ["float32", "bfloat16"])
+@pytest.mark.parametrize("layer_cls, kwargs, shape, product", [
+    (QuantDense, dict(units=5), (4, 784), lambda x, w: tf.matmul(x, w)),
+    (QuantDense, dict(units=3, activation="relu"), (2, 3, 600),
+     lambda x, w: tf.nn.relu(keras.ops.matmul(x, w))),
+    (QuantConv2D, dict(filters=4, kernel_size=3, padding="same", use_bias=False), (2, 6, 6, 96),
+     lambda x, w: tf.nn.conv2d(x, w, 1, "SAME")),
+    (QuantConv2D, dict(filters=3, kernel_size=3, padding="same", pad_values=1.0, strides=2,
+                       use_bias=False), (2, 7, 7, 48),
+     lambda x, w: tf.nn.conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]],
+                                      constant_values=1.0), w, 2, "VALID")),
+    (QuantConv1D, dict(filters=3, kernel_size=3, use_bias=False), (2, 9, 200),
+     lambda x, w: tf.nn.conv1d(x, w, 1, "VALID")),
+])
+def test_binary_product_and_gradients_are_bit_identical_to_float32_ops(
+        compute, layer_cls, kwargs, shape, product):
+    layer = binary_pair(layer_cls, shape, compute=compute, **kwargs)
+    assert layer.integer_operands()
+    x = tf.constant(np.abs(rng.normal(size=shape)).astype("float32") - 0.05)
+    dy = None
+
+    def run(fn):
+        nonlocal dy
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn()
+        dy = tf.constant(rng.normal(size=y.shape).astype("float32")) if dy is None else dy
+        return [y, *tape.gradient(y, [x, layer.kernel], output_gradients=dy)]
+
+    got = run(lambda: layer(x, training=True))
+    bias = layer.bias if layer.use_bias else 0.0
+    expected = run(lambda: product(kbnn.quantizers.ste_sign(x),
+                                   kbnn.quantizers.ste_sign(layer.kernel)) + bias)
+    assert np.abs(got[0].numpy()).max() > 256
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g.numpy(), e.numpy())
+
+
+def test_integer_operands_only_when_both_quantizers_give_small_integers():
+    def dense(**kwargs):
+        layer = QuantDense(2, **{"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign",
+                                 **kwargs})
+        layer.build((1, 3))
+        return layer.integer_operands()
+
+    assert dense()
+    assert dense(input_quantizer="ste_tern", kernel_quantizer="approx_sign")
+    assert not dense(input_quantizer=None)
+    assert not dense(kernel_quantizer="magnitude_aware_sign")
+    assert not dense(input_quantizer="dorefa_quantizer")
+    assert not dense(lora_rank=1)
+    assert not QuantConv2D(2, 3, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                           padding="same", pad_values=0.5).integer_operands()
+
+
+def test_compute_round_trips_and_an_unknown_one_names_the_layer():
+    layer = QuantConv2D(2, 3, compute="bfloat16", name="c1")
+    assert QuantConv2D.from_config(layer.get_config()).compute == "bfloat16"
+    assert QuantDense(2).get_config()["compute"] == "float32"
+    with pytest.raises(ValueError, match=r"Unknown compute of layer 'd1' 'int4'; use one of: "
+                                         r"float32, bfloat16"):
+        QuantDense(2, compute="int4", name="d1")
+
+
+def test_set_compute_sets_every_kbnn_layer_of_nested_models():
+    inner = keras.Sequential([keras.Input((4,)), QuantDense(3), keras.layers.Dense(3)])
+    outer = keras.Sequential([keras.Input((4,)), inner, QuantDense(2)])
+    assert kbnn.layers.set_compute(outer, "bfloat16") == 2
+    assert inner.layers[0].compute == outer.layers[-1].compute == "bfloat16"
+    with pytest.raises(ValueError, match="Unknown compute 'half'"):
+        kbnn.layers.set_compute(outer, "half")

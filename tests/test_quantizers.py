@@ -250,3 +250,28 @@ def test_dorefa_weights_levels_and_gradient():
 
 def test_heaviside_of_zero_is_zero():
     np.testing.assert_array_equal(q.heaviside(POINTS), [0, 0, 0, 0, 0, 1, 1, 1])
+
+
+@pytest.mark.parametrize("fn", [q.ste_sign, q.ste_heaviside, q.ste_tern,
+                                lambda x: q.stochastic_sign(x, seed=1)])
+def test_straight_through_backward_holds_a_bool_mask_not_the_input(fn):
+    # The backward pass adds no reader of x: it multiplies dy by the mask taken
+    # (as bool) in the forward pass, so x can be freed after the forward pass.
+    def readers_of_x(with_gradient):
+        @tf.function(autograph=False)
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = fn(x)
+            return tape.gradient(y, x, output_gradients=tf.ones_like(y)) if with_gradient else y
+
+        graph = step.get_concrete_function(tf.TensorSpec([4], tf.float32)).graph
+        ops = graph.get_operations()
+        casts = [op for op in ops if op.type == "Cast" and op.inputs[0].dtype == tf.bool]
+        readers = [op.type for op in ops if any(t.op.type == "Placeholder" for t in op.inputs)]
+        return sorted(readers), casts
+
+    forward_readers, _ = readers_of_x(False)
+    readers, bool_casts = readers_of_x(True)
+    assert readers == forward_readers
+    assert bool_casts
