@@ -1,0 +1,153 @@
+"""Train a compiled model across the machines of MultiWorkerMirroredStrategy, in a loop of our own.
+
+Keras 3.15's `Model.fit` and `evaluate` stop under `tf.distribute.MultiWorkerMirroredStrategy`
+with more than one worker (keras-team/keras#20585: they reduce the (x, y) batch as one nest
+and scalar metrics along axis 0, which the strategy refuses), so `kbnn.train` trains there
+with `fit` below: the model's own loss (`model.compute_loss`), optimizer and Keras callbacks,
+each global batch split between the replicas, and the epoch's loss and accuracy summed over
+all of them. The same code runs under any strategy, so this runs in one process:
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from kbnn import zoo
+    from kbnn.train import multi_worker
+
+    strategy = tf.distribute.get_strategy()  # MultiWorkerMirroredStrategy() on each worker
+    x, y = np.random.rand(64, 28, 28, 1).astype("float32"), np.arange(64) % 10
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with strategy.scope():
+        model = zoo.bnn_mlp((16,))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = multi_worker.fit(model, strategy, train, train, epochs=1, verbose=0)
+    sorted(history.history)      # ['accuracy', 'loss', 'val_accuracy', 'val_loss']
+    multi_worker.evaluate(model, strategy, train)   # [loss, accuracy]
+
+Every worker runs the same program on the same dataset: each keeps its share of every
+batch (tf.data's DATA auto-sharding), so a shuffled dataset needs the same seed on all.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["evaluate", "fit"]
+
+
+def fit(model, strategy, train, val=None, *, epochs, callbacks=(), verbose=1):
+    """Train `model` (compiled in `strategy.scope()`) for `epochs`; return its History.
+
+    `train` and `val` are datasets of global `(x, y)` batches with integer class labels.
+    `callbacks` see the logs `Model.fit` gives them (loss and accuracy per batch and epoch,
+    val_loss and val_accuracy per epoch), and `model.stop_training` ends the training
+    after the batch that set it, on every worker alike since all see the same logs.
+    """
+    train_batches, val_batches = _distribute(strategy, train), _distribute(strategy, val)
+    with strategy.scope():  # its slots are distributed variables, made before the steps
+        model.optimizer.build(model.trainable_variables)
+    train_step, val_step = _step(strategy, model, training=True), _step(strategy, model)
+    average_statistics = _replica_average(strategy, model.non_trainable_weights)
+    callbacks = keras.callbacks.CallbackList(
+        list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
+        verbose=verbose, epochs=epochs, steps=int(train.cardinality()))
+    model.stop_training, logs = False, {}
+    callbacks.on_train_begin()
+    for epoch in range(epochs):
+        callbacks.on_epoch_begin(epoch)
+        sums = np.zeros(3)
+        for step, batch in enumerate(train_batches):
+            callbacks.on_train_batch_begin(step)
+            sums += train_step(batch)
+            logs = _logs(sums)
+            callbacks.on_train_batch_end(step, logs)
+            if model.stop_training:
+                break
+        average_statistics()  # validation, callbacks and the result see one model
+        if val_batches is not None and not model.stop_training:
+            val_logs = _logs(_summed(val_step, val_batches))
+            logs = {**logs, **{f"val_{name}": value for name, value in val_logs.items()}}
+        callbacks.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callbacks.on_train_end(logs)
+    return model.history
+
+
+def evaluate(model, strategy, dataset):
+    """[loss, accuracy] of `model` over `dataset`, as `Model.evaluate` returns them,
+    with the batches split between the replicas of `strategy`."""
+    logs = _logs(_summed(_step(strategy, model), _distribute(strategy, dataset)))
+    return [logs["loss"], logs["accuracy"]]
+
+
+def _distribute(strategy, dataset):
+    """`dataset` split by element between the workers (it is not read from files)."""
+    if dataset is None:
+        return None
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = \
+        tf.data.experimental.AutoShardPolicy.DATA
+    return strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+
+def _summed(step, batches):
+    return sum((step(batch) for batch in batches), np.zeros(3))
+
+
+def _logs(sums):
+    loss, correct, count = sums
+    return {"loss": loss / max(count, 1), "accuracy": correct / max(count, 1)}
+
+
+def _step(strategy, model, *, training=False):
+    """A tf.function of a global batch: its (loss sum, correct, examples) over all replicas.
+
+    With `training`, it also takes one optimizer step. Keras' `compute_loss` divides a
+    replica's mean loss by the number of replicas and its optimizer, called in a replica
+    context, all-reduces (sums) the gradients: the mean gradient of the global batch.
+    """
+    replicas = strategy.num_replicas_in_sync
+
+    def on_replica(x, y):
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=training)
+            loss = model.compute_loss(x, y, y_pred, training=training)
+            scaled = model.optimizer.scale_loss(loss) if training else loss
+        if training:
+            gradients = tape.gradient(scaled, model.trainable_variables)
+            model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        labels = tf.reshape(tf.cast(y, "int64"), [-1])
+        count = tf.cast(tf.size(labels), "float32")
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(y_pred, -1), labels), "float32"))
+        return tf.stack([tf.cast(loss, "float32") * replicas * count, correct, count])
+
+    @tf.function(reduce_retracing=True)
+    def step(batch):
+        x, y = batch
+        sums = strategy.run(on_replica, args=(x, y))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
+
+    return lambda batch: step(batch).numpy()
+
+
+def _replica_average(strategy, variables):
+    """A function that sets each of `variables` to its mean over the replicas.
+
+    Batch normalization's moving statistics are mirrored variables that each replica
+    updates from its own batches (aggregation "none"), so the workers' copies drift
+    apart. Their mean is the moving average of the replicas' batch means: the moving
+    mean of the global batches when the replicas' batches are the same size.
+    """
+    variables = [v for v in variables if "float" in v.dtype]
+
+    def on_replica():
+        context = tf.distribute.get_replica_context()
+        means = context.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in variables])
+        for variable, mean in zip(variables, means):
+            variable.assign(mean)
+
+    @tf.function
+    def average():
+        strategy.run(on_replica)
+
+    return average if variables else lambda: None

@@ -1,0 +1,106 @@
+"""Two worker processes on 127.0.0.1 train one model with `--distribute multi_worker`."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+
+import kbnn  # noqa: F401  (registers kbnn's layers for load_model)
+from fakes import write_fashion_mnist
+
+# Runs `python -m kbnn.train ARGS` in a worker, saving its model's weights before and
+# after `kbnn.train.multi_worker.fit` to WEIGHTS (an .npz file).
+WORKER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from kbnn.train import cli, multi_worker
+
+    weights, args = sys.argv[1], sys.argv[2:]
+    fit = multi_worker.fit
+
+    def fit_and_save_weights(model, *a, **k):
+        before = model.get_weights()
+        history = fit(model, *a, **k)
+        np.savez(weights, *before, *model.get_weights())
+        return history
+
+    multi_worker.fit = fit_and_save_weights
+    sys.exit(cli.main(args))
+""")
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _wait(processes, timeout):
+    """The exit codes of `processes`; all are killed once one fails (the others would wait
+    for it in their next collective) or `timeout` seconds pass (None for those killed)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            codes = [p.poll() for p in processes]
+            if None not in codes or any(code for code in codes):
+                break
+            time.sleep(0.2)
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return codes
+
+
+def test_two_workers_train_the_same_weights_and_only_the_chief_writes(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_fashion_mnist(data, n_train=160, n_test=40)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers, logs = [], [tmp_path / f"log{index}" for index in range(2)]
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        args = ["bnn_mlp", "--hidden", "16", "--epochs", "1", "--batch-size", "20",
+                "--validation-size", "40", "--data-dir", str(data), "--distribute",
+                "multi_worker", "--out", str(tmp_path / f"out{index}" / "m"), "--quiet"]
+        with open(logs[index], "w") as log:
+            workers.append(subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(tmp_path / f"weights{index}.npz"), *args],
+                env=env, stdout=log, stderr=subprocess.STDOUT))
+    codes = _wait(workers, timeout=240)
+    outputs = [log.read_text() for log in logs]
+    for index, code in enumerate(codes):
+        assert code == 0, f"worker {index} exited with {code}:\n{outputs[index]}"
+    assert "; wrote " in outputs[0] and "; the chief writes " in outputs[1]
+    saved = [np.load(tmp_path / f"weights{index}.npz") for index in range(2)]
+    count = len(saved[0].files) // 2
+    before = [[w[f"arr_{i}"] for i in range(count)] for w in saved]
+    after = [[w[f"arr_{i}"] for i in range(count, 2 * count)] for w in saved]
+    # Both started from the same weights, took the same (all-reduced) steps, and moved.
+    for b0, b1, a0, a1 in zip(*before, *after):
+        np.testing.assert_array_equal(b0, b1)
+        np.testing.assert_array_equal(a0, a1)
+    assert any(not np.array_equal(b, a) for b, a in zip(before[0], after[0]))
+    # Only the chief (worker 0) wrote, and its file holds the trained weights.
+    assert sorted(p.name for p in (tmp_path / "out0").iterdir()) == ["m.json", "m.keras",
+                                                                    "m.png"]
+    assert not (tmp_path / "out1").exists()
+    model = keras.models.load_model(tmp_path / "out0" / "m.keras")
+    for ours, theirs in zip(model.get_weights(), after[1]):
+        np.testing.assert_array_equal(ours, theirs)
+    record = json.loads((tmp_path / "out0" / "m.json").read_text())
+    assert record["training"]["distribute"] == "multi_worker"
+    assert len(record["history"]["loss"]) == 1 and np.isfinite(record["history"]["loss"]).all()
+    assert 0 <= record["test_accuracy"] <= 1
