@@ -1,7 +1,8 @@
 """Model files saved by Larq itself load into kbnn with the same predictions.
 
-The fixtures in tests/fixtures/larq_models/ were written by Larq 0.14 on tf-keras
-(tests/fixtures/make_larq_model_fixtures.py says how).
+The fixtures were written by Larq itself (tests/fixtures/make_larq_model_fixtures.py
+says how): tests/fixtures/larq_models/ by Larq 0.14 on tf-keras 2.16,
+tests/fixtures/larq013_models/ by Larq 0.13.3 on TensorFlow 2.15's Keras 2.15.
 """
 
 import doctest
@@ -18,6 +19,8 @@ import kbnn
 from kbnn import layers, quantizers
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "larq_models"
+# The same models saved by each Larq release, its directory of fixtures.
+SAVED_BY = {"larq 0.14": FIXTURES, "larq 0.13": FIXTURES.parent / "larq013_models"}
 BINARY = dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip", use_bias=False)
 
 
@@ -63,8 +66,8 @@ BUILDERS = {"plain_bnn": plain_bnn, "shortcut_bnn": shortcut_bnn}
 MORE = ["more_2d_layers", "more_1d_3d_layers"]
 
 
-def assert_predicts_as_larq(model, name):
-    larq = np.load(FIXTURES / f"{name}.npz")
+def assert_predicts_as_larq(model, name, fixtures=FIXTURES):
+    larq = np.load(fixtures / f"{name}.npz")
     logits = keras.Model(model.inputs, model.layers[-1].input).predict(larq["inputs"], verbose=0)
     predictions = model.predict(larq["inputs"], verbose=0)
     tolerance = 1e-5 * np.abs(larq["logits"]).max()
@@ -73,10 +76,11 @@ def assert_predicts_as_larq(model, name):
     np.testing.assert_array_equal(predictions.argmax(-1), larq["predictions"].argmax(-1))
 
 
+@pytest.mark.parametrize("larq", sorted(SAVED_BY))
 @pytest.mark.parametrize("name", sorted(BUILDERS) + MORE)
-def test_keras_load_model_reads_a_larq_model_file(name):
-    model = keras.models.load_model(FIXTURES / f"{name}.h5", compile=False)
-    assert_predicts_as_larq(model, name)
+def test_keras_load_model_reads_a_larq_model_file(name, larq):
+    model = keras.models.load_model(SAVED_BY[larq] / f"{name}.h5", compile=False)
+    assert_predicts_as_larq(model, name, SAVED_BY[larq])
     if name in BUILDERS:
         built = BUILDERS[name]()
         assert [type(layer) for layer in model.layers] == [type(layer) for layer in built.layers]
@@ -94,19 +98,21 @@ def test_larq_options_become_kbnn_ones():
     assert type(depthwise.depthwise_constraint) is kbnn.constraints.WeightClip
 
 
+@pytest.mark.parametrize("larq", sorted(SAVED_BY))
 @pytest.mark.parametrize("name", sorted(BUILDERS))
-def test_larq_weights_file_loads_into_the_kbnn_built_model(name):
+def test_larq_weights_file_loads_into_the_kbnn_built_model(name, larq):
     model = BUILDERS[name]()
-    model.load_weights(FIXTURES / f"{name}_weights.h5")
-    assert_predicts_as_larq(model, name)
+    model.load_weights(SAVED_BY[larq] / f"{name}_weights.h5")
+    assert_predicts_as_larq(model, name, SAVED_BY[larq])
 
 
+@pytest.mark.parametrize("larq", sorted(SAVED_BY))
 @pytest.mark.parametrize("name", MORE)
-def test_larq_weights_file_loads_into_a_model_of_the_same_layers(name):
-    model = keras.models.load_model(FIXTURES / f"{name}.h5", compile=False)
+def test_larq_weights_file_loads_into_a_model_of_the_same_layers(name, larq):
+    model = keras.models.load_model(SAVED_BY[larq] / f"{name}.h5", compile=False)
     model.set_weights([np.zeros_like(weight) for weight in model.get_weights()])
-    model.load_weights(FIXTURES / f"{name}_weights.h5")
-    assert_predicts_as_larq(model, name)
+    model.load_weights(SAVED_BY[larq] / f"{name}_weights.h5")
+    assert_predicts_as_larq(model, name, SAVED_BY[larq])
 
 
 def test_a_loaded_larq_model_saves_and_reloads_as_a_keras_file(tmp_path):
