@@ -1,15 +1,235 @@
 /* Binary CONV_2D / DEPTHWISE_CONV_2D for the kbnn delegate (see bitconv.h).
  *
- * The popcounts run on bitkernels' run-time selected kernels (reference, POPCNT, AVX2,
- * AVX-512 VPOPCNTDQ, NEON), one output position's patch against all output channels'
- * rows; positions are split across the delegate's thread pool by output row.
+ * A conv's weights are re-laid out in groups of 8 output channels, word-interleaved
+ * (word i of the group's 8 rows side by side), so one output position's patch is
+ * compared with 8 channels per vector step and the 8 counts come out in lanes, with no
+ * horizontal sum per channel. Kernels: a scalar reference and POPCNT, AVX2, AVX-512
+ * VPOPCNTDQ and NEON versions, chosen at run time with bitkernels' CPU checks (they are
+ * compiled with baseline flags plus per-function targets). Output rows are split across
+ * the delegate's thread pool.
  */
 #include "bitconv.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define MIN_PARALLEL_CONV (1L << 18) /* bit-ops of a layer worth splitting across threads */
+#define MIN_PARALLEL_CONV (1L << 22) /* bit-ops of a layer worth splitting across threads */
+#define GROUP 8                      /* output channels per interleaved group */
+
+/* ---- group kernels ----------------------------------------------------------------------- */
+
+static void ref_group_popcount(const uint64_t *x, const uint64_t *w, size_t words,
+                               size_t groups, int and_op, int32_t *out) {
+  for (size_t g = 0; g < groups; ++g)
+    for (int r = 0; r < GROUP; ++r) {
+      int32_t count = 0;
+      for (size_t i = 0; i < words; ++i) {
+        uint64_t v = w[(g * words + i) * GROUP + r];
+        count += __builtin_popcountll(and_op ? x[i] & v : x[i] ^ v); /* libgcc's, portable */
+      }
+      out[g * GROUP + r] = count;
+    }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define KBNN_CONV_X86 1
+
+__attribute__((target("popcnt"))) static void popcnt_group_popcount(
+    const uint64_t *x, const uint64_t *w, size_t words, size_t groups, int and_op,
+    int32_t *out) {
+  for (size_t g = 0; g < groups; ++g) {
+    uint64_t c[GROUP] = {0};
+    for (size_t i = 0; i < words; ++i) {
+      const uint64_t *v = w + (g * words + i) * GROUP;
+      uint64_t xi = x[i];
+      for (int r = 0; r < GROUP; ++r)
+        c[r] += (uint64_t)__builtin_popcountll(and_op ? xi & v[r] : xi ^ v[r]);
+    }
+    for (int r = 0; r < GROUP; ++r) out[g * GROUP + r] = (int32_t)c[r];
+  }
+}
+
+/* Nibble-table byte counts (AVX2 has no vector popcount); bytes stay below 256 for 31
+ * words before they are widened. */
+__attribute__((target("avx2,popcnt"))) static void avx2_group_popcount(
+    const uint64_t *x, const uint64_t *w, size_t words, size_t groups, int and_op,
+    int32_t *out) {
+  const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1,
+                                         2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+  for (size_t g = 0; g < groups; ++g) {
+    __m256i acc0 = zero, acc1 = zero;
+    for (size_t i0 = 0; i0 < words; i0 += 31) {
+      size_t i1 = words - i0 < 31 ? words : i0 + 31;
+      __m256i b0 = zero, b1 = zero;
+      for (size_t i = i0; i < i1; ++i) {
+        const uint64_t *v = w + (g * words + i) * GROUP;
+        __m256i xv = _mm256_set1_epi64x((long long)x[i]);
+        __m256i a = _mm256_loadu_si256((const __m256i *)v);
+        __m256i b = _mm256_loadu_si256((const __m256i *)(v + 4));
+        a = and_op ? _mm256_and_si256(xv, a) : _mm256_xor_si256(xv, a);
+        b = and_op ? _mm256_and_si256(xv, b) : _mm256_xor_si256(xv, b);
+        b0 = _mm256_add_epi8(b0, _mm256_add_epi8(
+                                     _mm256_shuffle_epi8(table, _mm256_and_si256(a, low)),
+                                     _mm256_shuffle_epi8(table, _mm256_and_si256(
+                                                                    _mm256_srli_epi16(a, 4), low))));
+        b1 = _mm256_add_epi8(b1, _mm256_add_epi8(
+                                     _mm256_shuffle_epi8(table, _mm256_and_si256(b, low)),
+                                     _mm256_shuffle_epi8(table, _mm256_and_si256(
+                                                                    _mm256_srli_epi16(b, 4), low))));
+      }
+      acc0 = _mm256_add_epi64(acc0, _mm256_sad_epu8(b0, zero));
+      acc1 = _mm256_add_epi64(acc1, _mm256_sad_epu8(b1, zero));
+    }
+    int64_t lanes[GROUP];
+    _mm256_storeu_si256((__m256i *)lanes, acc0);
+    _mm256_storeu_si256((__m256i *)(lanes + 4), acc1);
+    for (int r = 0; r < GROUP; ++r) out[g * GROUP + r] = (int32_t)lanes[r];
+  }
+}
+
+#define KBNN_CONV_AVX512 __attribute__((target("avx512f,avx512bw,avx512vpopcntdq,avx2,popcnt")))
+
+/* Two groups share each broadcast of the patch word. */
+KBNN_CONV_AVX512 static void avx512_group_popcount(const uint64_t *x, const uint64_t *w,
+                                                   size_t words, size_t groups, int and_op,
+                                                   int32_t *out) {
+  size_t g = 0;
+  for (; g + 2 <= groups; g += 2) {
+    const uint64_t *w0 = w + g * words * GROUP, *w1 = w0 + words * GROUP;
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+    for (size_t i = 0; i < words; ++i) {
+      __m512i xv = _mm512_set1_epi64((long long)x[i]);
+      __m512i v0 = _mm512_loadu_si512((const void *)(w0 + i * GROUP));
+      __m512i v1 = _mm512_loadu_si512((const void *)(w1 + i * GROUP));
+      v0 = and_op ? _mm512_and_si512(xv, v0) : _mm512_xor_si512(xv, v0);
+      v1 = and_op ? _mm512_and_si512(xv, v1) : _mm512_xor_si512(xv, v1);
+      a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(v0));
+      a1 = _mm512_add_epi64(a1, _mm512_popcnt_epi64(v1));
+    }
+    _mm256_storeu_si256((__m256i *)(out + g * GROUP), _mm512_cvtepi64_epi32(a0));
+    _mm256_storeu_si256((__m256i *)(out + (g + 1) * GROUP), _mm512_cvtepi64_epi32(a1));
+  }
+  for (; g < groups; ++g) {
+    const uint64_t *w0 = w + g * words * GROUP;
+    __m512i a0 = _mm512_setzero_si512();
+    for (size_t i = 0; i < words; ++i) {
+      __m512i xv = _mm512_set1_epi64((long long)x[i]);
+      __m512i v0 = _mm512_loadu_si512((const void *)(w0 + i * GROUP));
+      v0 = and_op ? _mm512_and_si512(xv, v0) : _mm512_xor_si512(xv, v0);
+      a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(v0));
+    }
+    _mm256_storeu_si256((__m256i *)(out + g * GROUP), _mm512_cvtepi64_epi32(a0));
+  }
+}
+#endif /* x86-64 */
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+
+static void neon_group_popcount(const uint64_t *x, const uint64_t *w, size_t words,
+                                size_t groups, int and_op, int32_t *out) {
+  for (size_t g = 0; g < groups; ++g) {
+    uint64x2_t acc[4];
+    for (int q = 0; q < 4; ++q) acc[q] = vdupq_n_u64(0);
+    for (size_t i = 0; i < words; ++i) {
+      const uint64_t *v = w + (g * words + i) * GROUP;
+      uint64x2_t xv = vdupq_n_u64(x[i]);
+      for (int q = 0; q < 4; ++q) {
+        uint64x2_t a = vld1q_u64(v + 2 * q);
+        a = and_op ? vandq_u64(xv, a) : veorq_u64(xv, a);
+        acc[q] = vpadalq_u32(acc[q], vpaddlq_u16(vpaddlq_u8(vcntq_u8(vreinterpretq_u8_u64(a)))));
+      }
+    }
+    for (int q = 0; q < 4; ++q) {
+      out[g * GROUP + 2 * q] = (int32_t)vgetq_lane_u64(acc[q], 0);
+      out[g * GROUP + 2 * q + 1] = (int32_t)vgetq_lane_u64(acc[q], 1);
+    }
+  }
+}
+#endif /* aarch64 */
+
+/* ---- packing signs -------------------------------------------------------------------- */
+
+static uint64_t sign_bit(const float *v, int sign) {
+  if (sign) return *v >= 0.0f; /* NaN: -1, as GREATER_EQUAL says */
+  uint32_t u;
+  memcpy(&u, v, 4);
+  return (u >> 31) ^ 1u;
+}
+
+static void ref_pack_signs(const float *v, int n, int sign, uint64_t *dst) {
+  for (int w0 = 0; w0 < n; w0 += 64) {
+    uint64_t word = 0;
+    int m = n - w0 < 64 ? n - w0 : 64;
+    for (int j = 0; j < m; ++j) word |= sign_bit(v + w0 + j, sign) << j;
+    dst[w0 >> 6] = word;
+  }
+}
+
+#if defined(KBNN_CONV_X86)
+__attribute__((target("avx2"))) static void avx2_pack_signs(const float *v, int n, int sign,
+                                                            uint64_t *dst) {
+  const __m256 zero = _mm256_setzero_ps();
+  for (int w0 = 0; w0 < n; w0 += 64) {
+    uint64_t word = 0;
+    int m = n - w0 < 64 ? n - w0 : 64, j = 0;
+    for (; j + 8 <= m; j += 8) {
+      __m256 x = _mm256_loadu_ps(v + w0 + j);
+      unsigned bits = sign ? (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(x, zero, _CMP_GE_OQ))
+                           : ~(unsigned)_mm256_movemask_ps(x) & 0xffu;
+      word |= (uint64_t)bits << j;
+    }
+    for (; j < m; ++j) word |= sign_bit(v + w0 + j, sign) << j;
+    dst[w0 >> 6] = word;
+  }
+}
+
+KBNN_CONV_AVX512 static void avx512_pack_signs(const float *v, int n, int sign, uint64_t *dst) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int w0 = 0; w0 < n; w0 += 64) {
+    uint64_t word = 0;
+    int m = n - w0 < 64 ? n - w0 : 64;
+    for (int j = 0; j < m; j += 16) {
+      __mmask16 live = (__mmask16)(m - j >= 16 ? 0xffffu : (1u << (m - j)) - 1u);
+      __m512 x = _mm512_maskz_loadu_ps(live, v + w0 + j);
+      __mmask16 bits = sign ? _mm512_mask_cmp_ps_mask(live, x, zero, _CMP_GE_OQ)
+                            : _mm512_mask_cmpge_epi32_mask(live, _mm512_castps_si512(x),
+                                                           _mm512_setzero_si512());
+      word |= (uint64_t)bits << j;
+    }
+    dst[w0 >> 6] = word;
+  }
+}
+#endif
+
+static kbnn_pack_signs select_pack_signs(int max_level) {
+#if defined(KBNN_CONV_X86)
+  if (max_level >= KBNN_LEVEL_AVX512 && kbnn_cpu_supports(KBNN_LEVEL_AVX512))
+    return avx512_pack_signs;
+  if (max_level >= KBNN_LEVEL_AVX2 && kbnn_cpu_supports(KBNN_LEVEL_AVX2)) return avx2_pack_signs;
+#endif
+  (void)max_level;
+  return ref_pack_signs;
+}
+
+/* The fastest group kernel this CPU runs, at most `max_level` (bitkernels.h levels). */
+static kbnn_group_popcount select_group_popcount(int max_level) {
+#if defined(KBNN_CONV_X86)
+  if (max_level >= KBNN_LEVEL_AVX512 && kbnn_cpu_supports(KBNN_LEVEL_AVX512))
+    return avx512_group_popcount;
+  if (max_level >= KBNN_LEVEL_AVX2 && kbnn_cpu_supports(KBNN_LEVEL_AVX2))
+    return avx2_group_popcount;
+  if (max_level >= KBNN_LEVEL_POPCNT && kbnn_cpu_supports(KBNN_LEVEL_POPCNT))
+    return popcnt_group_popcount;
+#endif
+#if defined(__aarch64__)
+  if (max_level >= KBNN_LEVEL_NEON) return neon_group_popcount;
+#endif
+  (void)max_level;
+  return ref_group_popcount;
+}
 
 /* ---- the node ------------------------------------------------------------------------- */
 
@@ -125,15 +345,16 @@ void kbnn_conv_release(kbnn_conv *c) {
   free(c->xrange);
   free(c->corr);
   free(c->pixels);
+  free(c->grouped);
   c->yclass = c->xclass = c->yrange = c->xrange = NULL;
   c->corr = NULL;
-  c->pixels = NULL;
+  c->pixels = c->grouped = NULL;
 }
 
 static int row_bit(const uint64_t *row, long i) { return (int)((row[i >> 6] >> (i & 63)) & 1); }
 
 int kbnn_conv_prepare(kbnn_conv *c, int in_h, int in_w, const uint64_t *w, size_t words,
-                      int zero_low) {
+                      int zero_low, int max_level) {
   kbnn_conv_release(c);
   if (!kbnn_conv_output_size(c, in_h, in_w, &c->out_h, &c->out_w)) return 0;
   axis_size(in_h, c->kh, c->stride_h, c->dil_h, c->same, &c->out_h, &c->pad_top);
@@ -141,6 +362,7 @@ int kbnn_conv_prepare(kbnn_conv *c, int in_h, int in_w, const uint64_t *w, size_
   c->in_h = in_h;
   c->in_w = in_w;
   c->pixel_words = (c->in_c + 63) / 64;
+  c->pack = select_pack_signs(max_level);
   if ((size_t)kbnn_conv_row_bits(c) > words * 64) return 0;
   c->yclass = (int *)malloc(sizeof(int) * (size_t)c->out_h);
   c->xclass = (int *)malloc(sizeof(int) * (size_t)c->out_w);
@@ -156,6 +378,19 @@ int kbnn_conv_prepare(kbnn_conv *c, int in_h, int in_w, const uint64_t *w, size_
   c->n_xclass = classify(c->out_w, in_w, c->kw, c->stride_w, c->dil_w, c->pad_left, c->xclass,
                          c->xrange);
   if (c->depthwise) return 1; /* sums only valid taps: no corrections */
+  c->group_popcount = select_group_popcount(max_level);
+  c->group_words = (int)((kbnn_conv_row_bits(c) + 63) / 64);
+  c->groups = (c->out_c + GROUP - 1) / GROUP;
+  c->grouped = (uint64_t *)calloc((size_t)c->groups * c->group_words * GROUP + 1,
+                                  sizeof(uint64_t));
+  if (!c->grouped) {
+    kbnn_conv_release(c);
+    return 0;
+  }
+  for (int o = 0; o < c->out_c; ++o)
+    for (int i = 0; i < c->group_words; ++i)
+      c->grouped[((size_t)(o / GROUP) * c->group_words + i) * GROUP + o % GROUP] =
+          w[(size_t)o * words + i];
   /* For each class pair and output channel, what the popcount counts for padded taps
    * (their input bits are 0): +-1 weights: 2 * popcount(w & pad) - padded bits; 0/1
    * weights: popcount(w & pad). dot = counted + corr. */
@@ -200,23 +435,62 @@ typedef struct {
  * from +-1 values (sign bit clear). */
 static void pack_pixels(const kbnn_conv *c, const float *x, int sign) {
   long pixels = (long)c->in_h * c->in_w;
-  int pw = c->pixel_words;
-  memset(c->pixels, 0, sizeof(uint64_t) * (size_t)pixels * pw);
-  for (long p = 0; p < pixels; ++p) {
-    const float *v = x + p * c->in_c;
-    uint64_t *dst = c->pixels + p * pw;
-    for (int ch = 0; ch < c->in_c; ++ch) {
-      uint64_t bit;
-      if (sign) {
-        bit = v[ch] >= 0.0f;
+  for (long p = 0; p < pixels; ++p)
+    c->pack(x + p * c->in_c, c->in_c, sign, c->pixels + p * c->pixel_words);
+}
+
+/* Four lanes of plain C (SSE2 / NEON with GCC and clang): each lane does the same IEEE
+ * operation as the scalar code, so results do not change. */
+typedef float kbnn_v4 __attribute__((vector_size(16)));
+typedef int32_t kbnn_i4 __attribute__((vector_size(16)));
+
+/* cw's steps on one position's n = out_c values, all steps per four lanes. */
+static void finish(const kbnn_conv_weights *cw, float *y, int n) {
+  int r = 0;
+  for (; r + 4 <= n; r += 4) {
+    kbnn_v4 v, c;
+    memcpy(&v, y + r, sizeof v);
+    for (int s = 0; s < cw->n_steps; ++s) {
+      const kbnn_conv_step *step = &cw->steps[s];
+      if (step->count == 1) {
+        float c0 = step->values[0];
+        c = (kbnn_v4){c0, c0, c0, c0};
       } else {
-        uint32_t u;
-        memcpy(&u, &v[ch], 4);
-        bit = (u >> 31) ^ 1u;
+        memcpy(&c, step->values + r, sizeof c);
       }
-      dst[ch >> 6] |= bit << (ch & 63);
+      if (step->mul) v = v * c;
+      else v = v + c;
     }
+    memcpy(y + r, &v, sizeof v);
   }
+  for (; r < n; ++r)
+    for (int s = 0; s < cw->n_steps; ++s) {
+      const kbnn_conv_step *step = &cw->steps[s];
+      float c = step->values[step->count == 1 ? 0 : r];
+      y[r] = step->mul ? y[r] * c : y[r] + c;
+    }
+}
+
+/* Dot products from popcounts: +-1 weights k - 2 count, 0/1 weights 2 count - ones; plus
+ * the padding correction; as float. */
+static void counts_to_floats(const int32_t *counts, const int32_t *corr, const int32_t *ones,
+                             int32_t k, int zero_low, float *out, int n) {
+  int r = 0;
+  for (; r + 4 <= n; r += 4) {
+    kbnn_i4 c, fix, one;
+    memcpy(&c, counts + r, sizeof c);
+    memcpy(&fix, corr + r, sizeof fix);
+    if (zero_low) {
+      memcpy(&one, ones + r, sizeof one);
+      c = c + c - one + fix;
+    } else {
+      c = k - (c + c) + fix;
+    }
+    kbnn_v4 v = __builtin_convertvector(c, kbnn_v4);
+    memcpy(out + r, &v, sizeof v);
+  }
+  for (; r < n; ++r)
+    out[r] = (float)((zero_low ? 2 * counts[r] - ones[r] : k - 2 * counts[r]) + corr[r]);
 }
 
 static int all_pm1(const float *x, long n) {
@@ -244,8 +518,10 @@ static void binary_rows(void *arg, int begin, int end) {
   conv_job *job = (conv_job *)arg;
   const kbnn_conv_weights *cw = job->cw;
   const kbnn_conv *c = cw->c;
-  uint64_t *patch = (uint64_t *)malloc(sizeof(uint64_t) * cw->words);
-  int32_t *counts = (int32_t *)malloc(sizeof(int32_t) * (size_t)c->out_c);
+  size_t words = (size_t)c->group_words;
+  kbnn_group_popcount popcount = c->group_popcount;
+  uint64_t *patch = (uint64_t *)malloc(sizeof(uint64_t) * words);
+  int32_t *counts = (int32_t *)malloc(sizeof(int32_t) * (size_t)c->groups * GROUP);
   if (!patch || !counts) {
     job->failed = 1;
     free(patch);
@@ -259,21 +535,18 @@ static void binary_rows(void *arg, int begin, int end) {
     for (int ox = 0; ox < c->out_w; ++ox) {
       int xc = c->xclass[ox], x0 = c->xrange[2 * xc], x1 = c->xrange[2 * xc + 1];
       int ix0 = ox * c->stride_w - c->pad_left;
-      memset(patch, 0, sizeof(uint64_t) * cw->words);
+      memset(patch, 0, sizeof(uint64_t) * words);
       for (int ky = y0; ky < y1; ++ky) {
         const uint64_t *line = c->pixels + (size_t)(iy0 + ky * c->dil_h) * c->in_w * pw;
         for (int kx = x0; kx < x1; ++kx)
-          put_bits(patch, cw->words, ((long)ky * c->kw + kx) * c->in_c,
+          put_bits(patch, words, ((long)ky * c->kw + kx) * c->in_c,
                    line + (size_t)(ix0 + kx * c->dil_w) * pw, pw);
       }
-      if (cw->zero_low) cw->k->and_popcount(patch, cw->w, cw->words, (size_t)c->out_c, counts);
-      else cw->k->xor_popcount(patch, cw->w, cw->words, (size_t)c->out_c, counts);
+      popcount(patch, c->grouped, words, (size_t)c->groups, cw->zero_low, counts);
       const int32_t *corr = c->corr + ((size_t)yc * c->n_xclass + xc) * c->out_c;
       float *out = job->out + ((size_t)oy * c->out_w + ox) * c->out_c;
-      for (int o = 0; o < c->out_c; ++o) {
-        int32_t dot = cw->zero_low ? 2 * counts[o] - cw->ones[o] : k - 2 * counts[o];
-        out[o] = (float)(dot + corr[o]);
-      }
+      counts_to_floats(counts, corr, cw->ones, k, cw->zero_low, out, c->out_c);
+      finish(cw, out, c->out_c);
     }
   }
   free(patch);
@@ -307,13 +580,15 @@ static void real_rows(void *arg, int begin, int end) {
           if (ky < y0 || ky >= y1 || kx < x0 || kx >= x1) {
             memset(dst, 0, sizeof(float) * (size_t)c->in_c);
           } else {
-            long p = (long)(iy0 + ky * c->dil_h) * c->in_w + (ix0 + kx * c->dil_w);
-            memcpy(dst, job->x + p * c->in_c, sizeof(float) * (size_t)c->in_c);
+            const float *src =
+                job->x + ((long)(iy0 + ky * c->dil_h) * c->in_w + (ix0 + kx * c->dil_w)) * c->in_c;
+            for (int ch = 0; ch < c->in_c; ++ch) dst[ch] = src[ch];
           }
         }
       cw->k->ordered_sum(patch, cw->masks, (size_t)k, (size_t)cw->blocks, cw->zero_low, sums);
-      memcpy(job->out + ((size_t)oy * c->out_w + ox) * c->out_c, sums,
-             sizeof(float) * (size_t)c->out_c);
+      float *out = job->out + ((size_t)oy * c->out_w + ox) * c->out_c;
+      memcpy(out, sums, sizeof(float) * (size_t)c->out_c);
+      finish(cw, out, c->out_c);
     }
   }
   free(patch);
@@ -367,6 +642,7 @@ static void depthwise_rows(void *arg, int begin, int end, int binary) {
           out[oc] = acc;
         }
       }
+      finish(cw, out, c->out_c);
     }
   }
 }
@@ -464,13 +740,13 @@ int kbnn_run_conv(int max_level, int reference, const int *shape, const float *x
       ones[o]++;
       masks[(size_t)(o / 16) * k + i] |= (uint16_t)(1u << (o % 16));
     }
-  if (!kbnn_conv_prepare(&c, in_h, in_w, w, words, zero_low)) goto done;
+  if (!kbnn_conv_prepare(&c, in_h, in_w, w, words, zero_low, max_level)) goto done;
   if (reference) {
     reference_conv(&c, x, levels, zero_low, out);
     status = 0;
   } else {
     kbnn_kernels kernels = kbnn_select_kernels(max_level);
-    kbnn_conv_weights cw = {&c, &kernels, w, words, ones, zero_low, masks, blocks};
+    kbnn_conv_weights cw = {&c, &kernels, w, words, ones, zero_low, masks, blocks, 0, {{0}}};
     status = kbnn_conv_image(&cw, NULL, x, input, out);
   }
 done:

@@ -38,6 +38,15 @@
 
 enum { KBNN_CONV_AUTO = 0, KBNN_CONV_SIGN = 1 }; /* input: +-1 checked / real, or bits y >= 0 */
 
+/* out[g * 8 + r] = popcount(x OP row g * 8 + r) over `words` words, for `groups` groups
+ * of 8 rows laid out as w[(g * words + i) * 8 + r]; OP is AND if and_op, else XOR. */
+typedef void (*kbnn_group_popcount)(const uint64_t *x, const uint64_t *w, size_t words,
+                                    size_t groups, int and_op, int32_t *out);
+
+/* Packs n floats to bits (bit j of word j / 64; all ceil(n / 64) words written): sign
+ * set: bit = v >= 0; else bit = sign bit clear (for values known to be +-1). */
+typedef void (*kbnn_pack_signs)(const float *v, int n, int sign, uint64_t *dst);
+
 typedef struct kbnn_conv {
   int depthwise;
   int kh, kw, in_c, out_c, multiplier;
@@ -50,7 +59,20 @@ typedef struct kbnn_conv {
   int32_t *corr;              /* conv: [yclass][xclass][out_c] padding corrections */
   int *yrange, *xrange;       /* per class: first and end valid tap row / column */
   uint64_t *pixels;           /* packed input bits of one image */
+  uint64_t *grouped;          /* conv: weights by groups of 8 channels, words interleaved */
+  int group_words, groups;
+  kbnn_group_popcount group_popcount; /* the kernels chosen for this CPU */
+  kbnn_pack_signs pack;
 } kbnn_conv;
+
+/* One float operation per output value after the dot products, as the stock graph
+ * applies it: y = y * values[ch] (mul) or y + values[ch]; count 1 (a scalar) or out_c. */
+typedef struct kbnn_conv_step {
+  int mul, count;
+  const float *values;
+} kbnn_conv_step;
+
+#define KBNN_CONV_MAX_STEPS 6
 
 typedef struct kbnn_conv_weights {
   const kbnn_conv *c;
@@ -61,6 +83,8 @@ typedef struct kbnn_conv_weights {
   int zero_low;            /* levels 0/1, else -1/+1 */
   const uint16_t *masks;   /* conv with real inputs: bitkernels' ordered_sum masks */
   int blocks;
+  int n_steps;             /* the bias and the folded scale / offset, in graph order */
+  kbnn_conv_step steps[KBNN_CONV_MAX_STEPS];
 } kbnn_conv_weights;
 
 /* Fills `c` from a CONV_2D (builtin 3) or DEPTHWISE_CONV_2D (4) node whose filter tensor
@@ -77,14 +101,16 @@ long kbnn_conv_row_bits(const kbnn_conv *c);
  * or too large. */
 int kbnn_conv_output_size(const kbnn_conv *c, int in_h, int in_w, int *out_h, int *out_w);
 
-/* Sizes, padding and the tables for an in_h x in_w input (again after a resize); the
- * weights give the padding corrections. 1 on success, 0 (out of memory / bad size). */
+/* Sizes, padding and the tables for an in_h x in_w input (again after a resize): the
+ * padding corrections and the kernels' own layout of the weights, with the fastest
+ * kernels of at most `max_level` (KBNN_LEVEL_*). 1 on success, 0 (out of memory / bad
+ * size). */
 int kbnn_conv_prepare(kbnn_conv *c, int in_h, int in_w, const uint64_t *w, size_t words,
-                      int zero_low);
+                      int zero_low, int max_level);
 void kbnn_conv_release(kbnn_conv *c);
 
 /* One image: x [in_h, in_w, in_c] -> out [out_h, out_w, out_c], the dot products of the
- * input with the +-1 (or 0/1) weights (conv: before the bias). Returns 0, or -1 if out of
+ * input with the +-1 (or 0/1) weights, then cw's steps. Returns 0, or -1 if out of
  * memory. */
 int kbnn_conv_image(const kbnn_conv_weights *cw, kbnn_pool *pool, const float *x, int input,
                     float *out);

@@ -33,6 +33,7 @@
 #define _POSIX_C_SOURCE 200112L
 #include "delegate.h"
 
+#include <math.h> /* INFINITY */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +111,11 @@ struct kbnn_layer {
   int flat_output;   /* its output (the FULLY_CONNECTED's input in the file) */
   int aux_checked;   /* zero and byte table evaluated by the delegate (shapeeval.c), not read */
   int sign_input;    /* input is y of SELECT_V2(GREATER_EQUAL(y, 0), 1, -1): the bits are y >= 0 */
+  /* Real-valued input, output read only as signs (y >= 0) by the next layer: the sign path
+   * (run_sign_path) decides each row from integer sums, see build_sign_path. */
+  uint64_t *wmask;   /* per block of 16 rows and group of 4 inputs, the rows' 4 bits each */
+  int groups;        /* ceil(k / 4) */
+  float *sign_dir, *sign_at; /* per row: y >= 0 exactly when sign_dir * s >= sign_at */
   int conv_op;       /* unpack design into CONV_2D / DEPTHWISE_CONV_2D (bitconv.c), else 0 */
   kbnn_conv conv;    /* its geometry; rows = output channels, k = bits per channel */
 };
@@ -608,6 +614,11 @@ static void free_layer(kbnn_layer *l) {
   free(l->w);
   free(l->ones);
   free(l->masks);
+  free(l->wmask);
+  free(l->sign_dir);
+  free(l->sign_at);
+  l->wmask = NULL;
+  l->sign_dir = l->sign_at = NULL;
   kbnn_conv_release(&l->conv);
   l->w = NULL;
   l->ones = NULL;
@@ -640,6 +651,12 @@ typedef struct {
   float *sums;
   size_t max_words;
   int max_rows;
+  /* scratch of the sign path: integer sums and undecided rows (max_rows), the input's byte
+   * planes (2 x max_groups), ordered masks of undecided blocks (max_rows x max_k / 16) */
+  int32_t *isums, *undecided;
+  uint32_t *planes;
+  uint16_t *block_masks;
+  int max_groups, max_k;
 } kbnn_partition;
 
 typedef struct {
@@ -702,6 +719,165 @@ static void run_blocks(void *arg, int begin, int end) {
     if (l->bias) y = y + l->bias[r];
     job->out[r] = apply_tail(l, r, y);
   }
+}
+
+/* ---- real-valued inputs whose outputs only meet a sign ------------------------------------
+ *
+ * A first layer's float sum costs one vector add per 16 (row, input) pairs, the add unit's
+ * limit. When the next layer reads the output only as y >= 0, the delegate needs the sign,
+ * not the value: it sums the input, quantized to 16-bit integers, over each row's set bits
+ * (integer dot products, several times faster), bounds how far the stock float32 sum in input
+ * order can be from that (kbnn_quantized), and keeps each row whose whole interval lies on
+ * one side of the row's threshold. A row whose interval straddles it (about 1 in 2000 on
+ * Fashion-MNIST) is summed in input order as before. The signs are those of the stock
+ * runtime; the values the next layer never reads are written as +-1. */
+
+/* y >= 0 for the layer's sum s in row r, with the file's float operations in its order. */
+static int sign_of(const kbnn_layer *l, int r, float s) {
+  float y = s;
+  if (l->bias) y = y + l->bias[r];
+  return apply_tail(l, r, y) >= 0.0f;
+}
+
+/* Floats in order as integers (-0 just below +0), and back. */
+static int64_t float_key(float f) {
+  uint32_t b;
+  memcpy(&b, &f, sizeof b);
+  return (b >> 31) ? -(int64_t)(b & 0x7fffffffu) - 1 : (int64_t)b;
+}
+
+static float key_float(int64_t key) {
+  uint32_t b = key >= 0 ? (uint32_t)key : ((uint32_t)(-(key + 1)) | 0x80000000u);
+  float f;
+  memcpy(&f, &b, sizeof f);
+  return f;
+}
+
+#define SIGN_LIMIT 0x1p60f /* |s| the thresholds hold for; kbnn_quantized rows stay below 2^41 */
+
+/* Per row, the threshold of y >= 0 as a function of s: bias and tail add and multiply by
+ * finite constants, each a monotone function of its input while nothing overflows (checked
+ * for |s| <= SIGN_LIMIT), so y >= 0 holds on one side of a float, found by bisection over
+ * the floats. Also lays out the weights for masked_sum_u16. 0 if a row's constants could
+ * overflow (the layer then keeps ordered_sum). */
+static int build_sign_path(kbnn_layer *l) {
+  if (l->k < 1 || l->k > 16384) return 0; /* int32 sums of 16-bit values stay exact */
+  for (int r = 0; r < l->rows; ++r) {
+    double bound = SIGN_LIMIT + (l->bias ? (l->bias[r] < 0 ? -l->bias[r] : l->bias[r]) : 0.0);
+    for (int t = 0; t < l->n_tail; ++t) {
+      double c = l->tail[t].values[l->tail[t].count == 1 ? 0 : r];
+      c = c < 0 ? -c : c;
+      if (!(c <= (double)SIGN_LIMIT)) return 0; /* also NaN */
+      bound = l->tail[t].op == TAIL_MUL ? bound * c : bound + c;
+      if (!(bound < 0x1p120)) return 0;
+    }
+    if (!(bound < 0x1p120)) return 0; /* a NaN bias */
+  }
+  l->groups = (l->k + 3) / 4;
+  l->sign_dir = (float *)malloc((size_t)l->rows * sizeof(float));
+  l->sign_at = (float *)malloc((size_t)l->rows * sizeof(float));
+  l->wmask = (uint64_t *)aligned_zeroed((size_t)l->blocks * l->groups * sizeof(uint64_t));
+  if (!l->sign_dir || !l->sign_at || !l->wmask) return 0;
+  for (int r = 0; r < l->rows; ++r) {
+    int below = sign_of(l, r, -SIGN_LIMIT), above = sign_of(l, r, SIGN_LIMIT);
+    if (sign_of(l, r, -0.0f) != sign_of(l, r, 0.0f)) return 0;
+    int64_t a = float_key(-SIGN_LIMIT), b = float_key(SIGN_LIMIT);
+    if (below == above) { /* the same sign for every s */
+      l->sign_dir[r] = 1.0f;
+      l->sign_at[r] = below ? -INFINITY : INFINITY;
+      continue;
+    }
+    while (b - a > 1) { /* sign_of(a) == below, sign_of(b) == above */
+      int64_t mid = a + (b - a) / 2;
+      if (sign_of(l, r, key_float(mid)) == above) b = mid;
+      else a = mid;
+    }
+    l->sign_dir[r] = above ? 1.0f : -1.0f; /* y >= 0 iff s >= at, or iff s <= the last true */
+    l->sign_at[r] = above ? key_float(b) : -key_float(a);
+  }
+  for (int j = 0; j < l->rows; ++j) {
+    const uint64_t *row = l->w + (size_t)j * l->words;
+    uint64_t *block = l->wmask + (size_t)(j / 16) * l->groups;
+    for (int i = 0; i < l->k; ++i)
+      if ((row[i >> 6] >> (i & 63)) & 1) block[i / 4] |= 1ULL << (4 * (j % 16) + i % 4);
+  }
+  return 1;
+}
+
+typedef struct {
+  const kbnn_kernels *k;
+  const kbnn_layer *l;
+  const float *x;
+  kbnn_partition *p;
+  kbnn_sign_rule rule;
+  float *out;
+} sign_job;
+
+static void run_sign_blocks(void *arg, int begin, int end) {
+  const sign_job *job = (const sign_job *)arg;
+  const kbnn_layer *l = job->l;
+  kbnn_partition *p = job->p;
+  int r0 = begin * 16, r1 = end * 16 < l->rows ? end * 16 : l->rows;
+  const uint32_t *lo = p->planes, *hi = p->planes + p->max_groups;
+  job->k->masked_sum_u16(lo, hi, l->wmask + (size_t)begin * l->groups, (size_t)l->groups,
+                         (size_t)(end - begin), p->isums + r0);
+  int32_t *undecided = p->undecided + r0;
+  size_t n = job->k->decide_signs(p->isums + r0, l->ones + r0, l->sign_dir + r0,
+                                  l->sign_at + r0, (size_t)(r1 - r0), &job->rule,
+                                  job->out + r0, undecided);
+  if (n == 0) return;
+  /* Sum the blocks of the undecided rows in input order (rows come in ascending order). */
+  uint16_t *masks = p->block_masks + (size_t)begin * l->k;
+  float *sums = p->sums + r0;
+  int blocks = 0, last = -1;
+  for (size_t u = 0; u < n; ++u) {
+    int block = (r0 + undecided[u]) / 16;
+    if (block == last) continue;
+    memcpy(masks + (size_t)blocks * l->k, l->masks + (size_t)block * l->k,
+           (size_t)l->k * sizeof(uint16_t));
+    blocks++;
+    last = block;
+  }
+  job->k->ordered_sum(job->x, masks, (size_t)l->k, (size_t)blocks, l->zero_low, sums);
+  blocks = 0;
+  last = -1;
+  for (size_t u = 0; u < n; ++u) {
+    int r = r0 + undecided[u];
+    if (r / 16 != last) {
+      blocks++;
+      last = r / 16;
+    }
+    float y = sums[(blocks - 1) * 16 + r % 16];
+    if (l->bias) y = y + l->bias[r];
+    job->out[r] = apply_tail(l, r, y);
+  }
+}
+
+/* One input row through the sign path; 0 if quantize_u16 declines it (non-finite values,
+ * extreme ranges), and the caller sums it in input order. */
+static int run_sign_path(kbnn_partition *p, const kbnn_layer *l, const float *x, float *out,
+                         kbnn_pool *pool) {
+  const kbnn_kernels *k = &p->state->kernels;
+  kbnn_quantized q;
+  if (!k->quantize_u16(x, (size_t)l->k, p->planes, p->planes + p->max_groups, &q)) return 0;
+  double inputs = (double)l->k, u = 0x1p-24;
+  double err = u * (1.0 + 0x1p-23 * inputs) * q.weighted_abs + q.residual;
+  /* margins: the sums' 2^-40, the double rounding of t -+ err, flushed subnormals */
+  err = err * (1.0 + 0x1p-30) + q.sum_abs * 0x1p-45 + inputs * 0x1p-126;
+  uint64_t scale_bits = (uint64_t)(1023 + q.e) << 52;
+  sign_job job;
+  job.k = k;
+  job.l = l;
+  job.x = x;
+  job.p = p;
+  job.out = out;
+  job.rule.offset = q.offset;
+  job.rule.mul = l->zero_low ? 1 : 2; /* 0/1 weights: sum over set bits; +-1: twice that - all */
+  job.rule.sum_q = l->zero_low ? 0 : q.sum_q;
+  memcpy(&job.rule.scale, &scale_bits, sizeof job.rule.scale);
+  job.rule.err = err;
+  kbnn_pool_run(pool, run_sign_blocks, &job, l->blocks, 4);
+  return 1;
 }
 
 static int contains(const TfLiteIntArray *a, int v) {
@@ -792,9 +968,42 @@ static void *kernel_init(TfLiteContext *ctx, const char *buffer, size_t length) 
     p->failed = 1;
     return p;
   }
+  /* The sign path for real-valued dense layers whose every reader in the partition takes
+   * only signs (the output is no tensor, so nothing else reads it). */
+  for (int i = 0; s->kernels.masked_sum_u16 && i < p->n_parts; ++i) {
+    kbnn_layer *l = &p->parts[i].layer;
+    if (!p->parts[i].has_compute || l->design != DESIGN_UNPACK || l->conv_op ||
+        !p->parts[i].internal_out)
+      continue;
+    int readers = 0, signs = 0;
+    for (int j = i + 1; j < p->n_parts; ++j)
+      if (p->parts[j].src == i) {
+        readers++;
+        signs += p->parts[j].layer.sign_input;
+      }
+    if (readers == 0 || signs != readers) continue;
+    if (!build_sign_path(l)) {
+      free(l->wmask);
+      free(l->sign_dir);
+      free(l->sign_at);
+      l->wmask = NULL;
+      l->sign_dir = l->sign_at = NULL;
+      continue;
+    }
+    if (l->groups > p->max_groups) p->max_groups = l->groups;
+    if (l->k > p->max_k) p->max_k = l->k;
+  }
   p->xbits = (uint64_t *)aligned_zeroed(p->max_words * sizeof(uint64_t));
   p->sums = (float *)aligned_zeroed((size_t)p->max_rows * sizeof(float));
   if (!p->xbits || !p->sums) p->failed = 1;
+  if (p->max_groups > 0) {
+    p->isums = (int32_t *)aligned_zeroed((size_t)p->max_rows * sizeof(int32_t));
+    p->undecided = (int32_t *)aligned_zeroed((size_t)p->max_rows * sizeof(int32_t));
+    p->planes = (uint32_t *)aligned_zeroed((size_t)p->max_groups * 2 * sizeof(uint32_t));
+    p->block_masks = (uint16_t *)aligned_zeroed((size_t)p->max_rows / 16 * (size_t)p->max_k *
+                                                sizeof(uint16_t));
+    if (!p->isums || !p->undecided || !p->planes || !p->block_masks) p->failed = 1;
+  }
   return p;
 }
 
@@ -810,6 +1019,10 @@ static void kernel_free(TfLiteContext *ctx, void *buffer) {
   free(p->aux_ops);
   free(p->xbits);
   free(p->sums);
+  free(p->isums);
+  free(p->undecided);
+  free(p->planes);
+  free(p->block_masks);
   free(p);
 }
 
@@ -862,7 +1075,8 @@ static TfLiteStatus prepare_conv_part(TfLiteContext *ctx, kbnn_partition *p, kbn
     }
   }
   if (batch < 0 || c != l->conv.in_c ||
-      !kbnn_conv_prepare(&l->conv, h, w, l->w, l->words, l->zero_low)) {
+      !kbnn_conv_prepare(&l->conv, h, w, l->w, l->words, l->zero_low,
+                         p->state->options.max_kernel_level)) {
     report(ctx, "the %dx%d conv at node %d cannot take a %ld x %d x %d x %d input", l->conv.kh,
            l->conv.kw, l->anchor, batch, h, w, c);
     return kTfLiteError;
@@ -887,7 +1101,8 @@ static TfLiteStatus prepare_conv_part(TfLiteContext *ctx, kbnn_partition *p, kbn
   return resize(ctx, out, 4, shape);
 }
 
-/* A conv layer: bitconv.c's dot products, then the bias and the tail per channel. */
+/* A conv layer: bitconv.c's dot products, then the bias and the tail per channel
+ * (MAX_TAIL + 1 <= KBNN_CONV_MAX_STEPS). */
 static TfLiteStatus run_conv_part(TfLiteContext *ctx, kbnn_partition *p, const kbnn_part *part) {
   const kbnn_layer *l = &part->layer;
   long batch = part->batch, items = part_items(l);
@@ -909,21 +1124,20 @@ static TfLiteStatus run_conv_part(TfLiteContext *ctx, kbnn_partition *p, const k
     return kTfLiteError;
   }
   kbnn_conv_weights cw = {&l->conv, &p->state->kernels, l->w, l->words, l->ones,
-                          l->zero_low, l->masks, l->blocks};
-  for (long b = 0; b < batch; ++b) {
-    float *y = out + b * items;
+                          l->zero_low, l->masks, l->blocks, 0, {{0}}};
+  /* A zero bias is left out: the dot products are never -0, so adding 0 changes nothing. */
+  int zero_bias = 1;
+  for (int r = 0; l->bias && r < l->rows; ++r) zero_bias &= l->bias[r] == 0.0f;
+  if (!zero_bias) cw.steps[cw.n_steps++] = (kbnn_conv_step){0, l->rows, l->bias};
+  for (int t = 0; t < l->n_tail && cw.n_steps < KBNN_CONV_MAX_STEPS; ++t)
+    cw.steps[cw.n_steps++] =
+        (kbnn_conv_step){l->tail[t].op == TAIL_MUL, l->tail[t].count, l->tail[t].values};
+  for (long b = 0; b < batch; ++b)
     if (kbnn_conv_image(&cw, p->state->pool, in + b * in_items,
-                        l->sign_input ? KBNN_CONV_SIGN : KBNN_CONV_AUTO, y) != 0) {
+                        l->sign_input ? KBNN_CONV_SIGN : KBNN_CONV_AUTO, out + b * items) != 0) {
       report(ctx, "out of memory in the conv at node %d", l->anchor);
       return kTfLiteError;
     }
-    for (long i = 0; i < items; i += l->rows)
-      for (int r = 0; r < l->rows; ++r) {
-        float v = y[i + r];
-        if (l->bias) v = v + l->bias[r];
-        y[i + r] = apply_tail(l, r, v);
-      }
-  }
   return kTfLiteOk;
 }
 
@@ -1049,9 +1263,7 @@ static TfLiteStatus run_layer(TfLiteContext *ctx, kbnn_partition *p, const kbnn_
       memcpy(p->xbits, in_i + b * l->in_words32, (size_t)l->in_words32 * 4);
     } else if (l->sign_input) {
       const float *y = in_f + b * l->k;
-      memset(p->xbits, 0, l->words * sizeof(uint64_t));
-      for (int k = 0; k < l->k; ++k)
-        p->xbits[k >> 6] |= (uint64_t)(y[k] >= 0.0f) << (k & 63);
+      s->kernels.pack_signs(y, (size_t)l->k, p->xbits, l->words);
       job.binary = 1;
     } else {
       const float *x = in_f + b * l->k;
@@ -1065,7 +1277,8 @@ static TfLiteStatus run_layer(TfLiteContext *ctx, kbnn_partition *p, const kbnn_
       job.binary = binary;
       job.x = x;
       if (!binary) {
-        kbnn_pool_run(pool, run_blocks, &job, l->blocks, 4);
+        if (!l->sign_at || !run_sign_path(p, l, x, job.out, pool))
+          kbnn_pool_run(pool, run_blocks, &job, l->blocks, 4);
         continue;
       }
       memset(p->xbits, 0, l->words * sizeof(uint64_t));
