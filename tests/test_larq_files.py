@@ -2,7 +2,10 @@
 
 The fixtures were written by Larq itself (tests/fixtures/make_larq_model_fixtures.py
 says how): tests/fixtures/larq_models/ by Larq 0.14 on tf-keras 2.16,
-tests/fixtures/larq013_models/ by Larq 0.13.3 on TensorFlow 2.15's Keras 2.15.
+tests/fixtures/larq013_models/ by Larq 0.13.3 on tf-keras 2.15, and
+tests/fixtures/larq013_tf212_models/ by Larq 0.13.3 on TensorFlow 2.12's Keras 2.12,
+whose files are older still (no "module" in serialized objects, shared_object_id, no
+build_config).
 """
 
 import doctest
@@ -20,7 +23,8 @@ from kbnn import layers, quantizers
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "larq_models"
 # The same models saved by each Larq release, its directory of fixtures.
-SAVED_BY = {"larq 0.14": FIXTURES, "larq 0.13": FIXTURES.parent / "larq013_models"}
+SAVED_BY = {"larq 0.14": FIXTURES, "larq 0.13": FIXTURES.parent / "larq013_models",
+            "larq 0.13 tf 2.12": FIXTURES.parent / "larq013_tf212_models"}
 BINARY = dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip", use_bias=False)
 
 
