@@ -10,6 +10,7 @@ import kbnn
 from kbnn import (activations, callbacks, constraints, context, distill, larq_config, layers,
                   math, metrics, optimizers, quantizers, tables)
 from kbnn.export import bits, graph, plan, verify
+from kbnn.train import multi_worker
 from kbnn.train import record as train_record
 from kbnn.train import settings as train_settings
 
@@ -19,6 +20,7 @@ from kbnn.train import settings as train_settings
     kbnn.zoo.weights, distill, optimizers,
     importlib.import_module("kbnn.summary"), kbnn.export, plan, graph, verify, tables,
     larq_config, activations, math, context, callbacks, metrics, train_settings, train_record,
+    multi_worker,
     importlib.import_module("kbnn.startup"),
 ], ids=lambda m: m.__name__)
 def test_docstring_examples(module):

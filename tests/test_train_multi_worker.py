@@ -1,4 +1,5 @@
-"""Two worker processes on 127.0.0.1 train one model with `--distribute multi_worker`."""
+"""kbnn.train.multi_worker: the loop steps as `Model.fit` does; two worker processes on
+127.0.0.1 train one model with `--distribute multi_worker`."""
 
 import json
 import os
@@ -10,9 +11,11 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import kbnn  # noqa: F401  (registers kbnn's layers for load_model)
 from fakes import write_fashion_mnist
+from kbnn.train import multi_worker
 
 # Runs `python -m kbnn.train ARGS` in a worker, saving its model's weights before and
 # after `kbnn.train.multi_worker.fit` to WEIGHTS (an .npz file).
@@ -33,6 +36,38 @@ WORKER = textwrap.dedent("""
     multi_worker.fit = fit_and_save_weights
     sys.exit(cli.main(args))
 """)
+
+
+def test_steps_as_model_fit_on_two_replicas_and_skips_a_batch_too_small_to_split(
+        mirrored_strategy):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((41, 28, 28, 1), "float32"), np.arange(41) % 10
+    batches = lambda n: tf.data.Dataset.from_tensor_slices((x[:n], y[:n])).batch(20)
+
+    def train(ours):
+        keras.utils.set_random_seed(1)
+        with mirrored_strategy.scope():
+            model = kbnn.zoo.bnn_mlp((16,), input_dropout=0.0, dropout=0.0)
+            model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True), metrics=["accuracy"])
+        if ours:  # its last batch (one example) would leave a replica without any: skipped
+            history = multi_worker.fit(model, mirrored_strategy, batches(41), epochs=2,
+                                       verbose=0)
+        else:
+            history = model.fit(batches(40), epochs=2, verbose=0, shuffle=False)
+        return model, history.history
+
+    (ours, our_history), (keras_model, keras_history) = train(True), train(False)
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(our_history[key], keras_history[key], rtol=1e-5)
+    for a, b in zip(ours.trainable_weights, keras_model.trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    # Evaluation counts every example, the replica without any adding nothing.
+    logits = ours(x, training=False)
+    loss, accuracy = multi_worker.evaluate(ours, mirrored_strategy, batches(41))
+    assert accuracy == np.mean(np.argmax(logits, -1) == y)
+    np.testing.assert_allclose(loss, np.mean(keras.losses.sparse_categorical_crossentropy(
+        y, logits, from_logits=True)), rtol=1e-5)
 
 
 def _free_ports(n):

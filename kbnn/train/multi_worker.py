@@ -1,30 +1,27 @@
-"""Train a compiled model across the machines of MultiWorkerMirroredStrategy, in a loop of our own.
+"""Train a compiled model on the machines of MultiWorkerMirroredStrategy, in a loop of our own.
 
 Keras 3.15's `Model.fit` and `evaluate` stop under `tf.distribute.MultiWorkerMirroredStrategy`
 with more than one worker (keras-team/keras#20585: they reduce the (x, y) batch as one nest
 and scalar metrics along axis 0, which the strategy refuses), so `kbnn.train` trains there
 with `fit` below: the model's own loss (`model.compute_loss`), optimizer and Keras callbacks,
 each global batch split between the replicas, and the epoch's loss and accuracy summed over
-all of them. The same code runs under any strategy, so this runs in one process:
+all of them. The same code runs under any strategy, so this example runs in one process:
 
-    import keras
-    import numpy as np
-    import tensorflow as tf
-    from kbnn import zoo
-    from kbnn.train import multi_worker
+>>> import keras, tensorflow as tf
+>>> from kbnn.train import multi_worker
+>>> strategy = tf.distribute.get_strategy()  # MultiWorkerMirroredStrategy() on each worker
+>>> x, y = np.random.rand(64, 28, 28, 1).astype("float32"), np.arange(64) % 10
+>>> train = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+>>> with strategy.scope():
+...     model = kbnn.zoo.bnn_mlp((16,))
+...     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+>>> history = multi_worker.fit(model, strategy, train, train, epochs=2, verbose=0)
+>>> sorted(history.history), len(history.history["loss"])
+(['accuracy', 'loss', 'val_accuracy', 'val_loss'], 2)
+>>> loss, accuracy = multi_worker.evaluate(model, strategy, train)  # as Model.evaluate
 
-    strategy = tf.distribute.get_strategy()  # MultiWorkerMirroredStrategy() on each worker
-    x, y = np.random.rand(64, 28, 28, 1).astype("float32"), np.arange(64) % 10
-    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    with strategy.scope():
-        model = zoo.bnn_mlp((16,))
-        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = multi_worker.fit(model, strategy, train, train, epochs=1, verbose=0)
-    sorted(history.history)      # ['accuracy', 'loss', 'val_accuracy', 'val_loss']
-    multi_worker.evaluate(model, strategy, train)   # [loss, accuracy]
-
-Every worker runs the same program on the same dataset: each keeps its share of every
-batch (tf.data's DATA auto-sharding), so a shuffled dataset needs the same seed on all.
+Every worker runs the same program on the same dataset and keeps its share of each batch
+(tf.data's DATA auto-sharding), so a shuffled dataset needs the same seed on all of them.
 """
 
 import keras
@@ -41,8 +38,13 @@ def fit(model, strategy, train, val=None, *, epochs, callbacks=(), verbose=1):
     `callbacks` see the logs `Model.fit` gives them (loss and accuracy per batch and epoch,
     val_loss and val_accuracy per epoch), and `model.stop_training` ends the training
     after the batch that set it, on every worker alike since all see the same logs.
+    A last batch with fewer examples than replicas is skipped: a replica without
+    examples would make batch normalization's statistics NaN (as in `Model.fit`).
     """
-    train_batches, val_batches = _distribute(strategy, train), _distribute(strategy, val)
+    replicas = strategy.num_replicas_in_sync
+    train_batches = _distribute(
+        strategy, train.filter(lambda *batch: tf.shape(batch[-1])[0] >= replicas))
+    val_batches = _distribute(strategy, val)
     with strategy.scope():  # its slots are distributed variables, made before the steps
         model.optimizer.build(model.trainable_variables)
     train_step, val_step = _step(strategy, model, training=True), _step(strategy, model)
@@ -119,7 +121,8 @@ def _step(strategy, model, *, training=False):
         labels = tf.reshape(tf.cast(y, "int64"), [-1])
         count = tf.cast(tf.size(labels), "float32")
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(y_pred, -1), labels), "float32"))
-        return tf.stack([tf.cast(loss, "float32") * replicas * count, correct, count])
+        loss = tf.where(count > 0, tf.cast(loss, "float32") * replicas * count, 0.0)
+        return tf.stack([loss, correct, count])  # a replica without examples adds 0
 
     @tf.function(reduce_retracing=True)
     def step(batch):
