@@ -67,7 +67,11 @@ def integer_product(product, x, w, forward=None):
         held_x, held_w = tf.cast(x, tf.int8), tf.cast(w, tf.int8)
 
         def grad(dy):
-            x_, w_ = tf.cast(held_x, x.dtype), tf.cast(held_w, w.dtype)
+            # The float copies only once dy exists: TensorFlow runs an op as
+            # soon as its inputs are ready, so casts of forward values alone
+            # would run in the forward pass and be held until here.
+            with tf.control_dependencies([dy]):
+                x_, w_ = tf.cast(held_x, x.dtype), tf.cast(held_w, w.dtype)
             with tf.GradientTape() as tape:
                 tape.watch([x_, w_])
                 # Only the gradient ops are used: in a tf.function this

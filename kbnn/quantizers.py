@@ -93,18 +93,35 @@ def heaviside(x):
 
 # Plain TensorFlow ops, not XLA-compiled kernels: XLA saved little time on
 # these element-wise ops and made the training process grow epoch by epoch.
-def _straight_through(x, clip_value):
+def _straight_through(x, clip_value, held=False):
     """The straight-through backward pass of a quantizer of `x`: dy where |x| <= clip_value.
 
     The mask is taken in the forward pass and kept as bool (one byte an
     element), so the backward pass does not hold `x` itself: the float input
     of a binarizer (a batch norm's output) is freed after the forward pass.
     Masked entries are dy * 0: a signed zero, or NaN where dy is inf or NaN.
+    `held`: `x` is a variable's value (a latent kernel), kept anyway; then the
+    backward pass reads it in one fused op, not four passes for a mask.
     """
     if clip_value is None:
         return lambda dy: dy
+    if (held and x.dtype == tf.float32 and isinstance(clip_value, numbers.Real)
+            and 0 < clip_value < 1e38):
+        # FakeQuant's gradient passes dy where nudged_min <= x <= nudged_max
+        # (else dy * 0); with 2 narrow-range bits over [-c, c] the scale is c
+        # and the zero point exactly 2, so the nudged range is exactly [-c, c].
+        return lambda dy: tf.raw_ops.FakeQuantWithMinMaxArgsGradient(
+            gradients=dy, inputs=x, min=-float(clip_value), max=float(clip_value),
+            num_bits=2, narrow_range=True)
     keep = tf.abs(x) <= tf.constant(clip_value, x.dtype)
-    return lambda dy: dy * tf.cast(keep, dy.dtype)
+
+    def grad(dy):
+        # After dy: TensorFlow runs an op as soon as its inputs are ready, and
+        # a float mask cast in the forward pass would be held until here.
+        with tf.control_dependencies([dy]):
+            return dy * tf.cast(keep, dy.dtype)
+
+    return grad
 
 
 def ste_sign(x, clip_value=1.0):
@@ -117,9 +134,11 @@ def ste_sign(x, clip_value=1.0):
     array([-1.,  1.,  1.], dtype=float32)
     """
 
+    held = isinstance(x, (tf.Variable, keras.Variable))
+
     @tf.custom_gradient
     def _ste_sign(x):
-        return sign(x), _straight_through(x, clip_value)
+        return sign(x), _straight_through(x, clip_value, held)
 
     return _ste_sign(tf.convert_to_tensor(x))
 
