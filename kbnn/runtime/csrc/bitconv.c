@@ -10,6 +10,7 @@
  */
 #include "bitconv.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -247,7 +248,7 @@ int kbnn_conv_read(const TfLiteNode *node, int builtin, const TfLiteTensor *filt
   TfLitePadding padding;
   if (builtin == kTfLiteBuiltinConv2d) {
     const TfLiteConvParams *p = (const TfLiteConvParams *)node->builtin_data;
-    if (p->activation != kTfLiteActNone) return 0;
+    c->activation = (int)p->activation;
     padding = p->padding;
     c->stride_h = p->stride_height;
     c->stride_w = p->stride_width;
@@ -259,7 +260,7 @@ int kbnn_conv_read(const TfLiteNode *node, int builtin, const TfLiteTensor *filt
     if (c->in_c != in_channels) return 0; /* grouped convolutions: not in layout 1 */
   } else if (builtin == kTfLiteBuiltinDepthwiseConv2d) {
     const TfLiteDepthwiseConvParams *p = (const TfLiteDepthwiseConvParams *)node->builtin_data;
-    if (p->activation != kTfLiteActNone) return 0;
+    c->activation = (int)p->activation;
     padding = p->padding;
     c->depthwise = 1;
     c->stride_h = p->stride_height;
@@ -277,6 +278,7 @@ int kbnn_conv_read(const TfLiteNode *node, int builtin, const TfLiteTensor *filt
   c->kw = tensor_dim(filter, 2);
   c->same = padding == kTfLitePaddingSame;
   if (padding != kTfLitePaddingSame && padding != kTfLitePaddingValid) return 0;
+  if (!within(c->activation, 0, 3)) return 0; /* TANH, SIGN_BIT, ...: not computed here */
   if (!within(c->kh, 1, KBNN_CONV_MAX_KERNEL) || !within(c->kw, 1, KBNN_CONV_MAX_KERNEL) ||
       !within(c->stride_h, 1, KBNN_CONV_MAX_KERNEL) ||
       !within(c->stride_w, 1, KBNN_CONV_MAX_KERNEL) ||
@@ -285,6 +287,15 @@ int kbnn_conv_read(const TfLiteNode *node, int builtin, const TfLiteTensor *filt
     return 0;
   if (c->depthwise && c->kh * c->kw > KBNN_CONV_MAX_TAPS) return 0;
   if ((long)c->kh * c->kw * c->in_c > KBNN_CONV_MAX_K) return 0;
+  return 1;
+}
+
+int kbnn_conv_activation_step(const kbnn_conv *c, kbnn_conv_step *step) {
+  static const float bounds[4][2] = {{0, 0}, {0.0f, HUGE_VALF}, {-1.0f, 1.0f}, {0.0f, 6.0f}};
+  if (c->activation < 1 || c->activation > 3) return 0;
+  step->op = KBNN_STEP_CLAMP;
+  step->count = 2;
+  step->values = bounds[c->activation];
   return 1;
 }
 
@@ -444,6 +455,16 @@ static void pack_pixels(const kbnn_conv *c, const float *x, int sign) {
 typedef float kbnn_v4 __attribute__((vector_size(16)));
 typedef int32_t kbnn_i4 __attribute__((vector_size(16)));
 
+/* a where `pick` is set, else b (lanes of all ones or zeros). */
+static kbnn_v4 lanes_select(kbnn_i4 pick, kbnn_v4 a, kbnn_v4 b) {
+  kbnn_i4 ai, bi;
+  memcpy(&ai, &a, sizeof ai);
+  memcpy(&bi, &b, sizeof bi);
+  ai = (ai & pick) | (bi & ~pick);
+  memcpy(&a, &ai, sizeof a);
+  return a;
+}
+
 /* cw's steps on one position's n = out_c values, all steps per four lanes. */
 static void finish(const kbnn_conv_weights *cw, float *y, int n) {
   int r = 0;
@@ -452,13 +473,21 @@ static void finish(const kbnn_conv_weights *cw, float *y, int n) {
     memcpy(&v, y + r, sizeof v);
     for (int s = 0; s < cw->n_steps; ++s) {
       const kbnn_conv_step *step = &cw->steps[s];
+      if (step->op == KBNN_STEP_CLAMP) {
+        float lo = step->values[0], hi = step->values[1];
+        c = (kbnn_v4){lo, lo, lo, lo};
+        v = lanes_select(v < c, c, v); /* std::max(v, lo): v < lo ? lo : v */
+        c = (kbnn_v4){hi, hi, hi, hi};
+        v = lanes_select(c < v, c, v); /* std::min(v, hi): hi < v ? hi : v */
+        continue;
+      }
       if (step->count == 1) {
         float c0 = step->values[0];
         c = (kbnn_v4){c0, c0, c0, c0};
       } else {
         memcpy(&c, step->values + r, sizeof c);
       }
-      if (step->mul) v = v * c;
+      if (step->op == KBNN_STEP_MUL) v = v * c;
       else v = v + c;
     }
     memcpy(y + r, &v, sizeof v);
@@ -466,8 +495,13 @@ static void finish(const kbnn_conv_weights *cw, float *y, int n) {
   for (; r < n; ++r)
     for (int s = 0; s < cw->n_steps; ++s) {
       const kbnn_conv_step *step = &cw->steps[s];
+      if (step->op == KBNN_STEP_CLAMP) {
+        if (y[r] < step->values[0]) y[r] = step->values[0];
+        if (step->values[1] < y[r]) y[r] = step->values[1];
+        continue;
+      }
       float c = step->values[step->count == 1 ? 0 : r];
-      y[r] = step->mul ? y[r] * c : y[r] + c;
+      y[r] = step->op == KBNN_STEP_MUL ? y[r] * c : y[r] + c;
     }
 }
 
@@ -595,8 +629,9 @@ static void real_rows(void *arg, int begin, int end) {
   free(sums);
 }
 
-/* Depthwise: per output channel, its valid taps only. Binary: taps as bits of a uint64;
- * real: acc = acc + x * w from 0 in tap order, as the stock kernel accumulates. */
+/* Depthwise: per output channel, its valid taps only, acc = acc + x * w in tap order from
+ * the bias, as the stock kernel accumulates; with +-1 inputs and a +0 bias the sum is an
+ * exact integer, so popcounts of the taps' bits give it. */
 static void depthwise_rows(void *arg, int begin, int end, int binary) {
   conv_job *job = (conv_job *)arg;
   const kbnn_conv_weights *cw = job->cw;
@@ -623,7 +658,10 @@ static void depthwise_rows(void *arg, int begin, int end, int binary) {
         for (int j = 0; j < m; ++j) {
           int oc = ch * m + j;
           uint64_t wt = cw->w[(size_t)oc * cw->words];
-          if (binary) {
+          float acc = cw->start ? cw->start[oc] : 0.0f;
+          uint32_t start_bits;
+          memcpy(&start_bits, &acc, 4);
+          if (binary && start_bits == 0) { /* +0 */
             int dot = cw->zero_low
                           ? 2 * __builtin_popcountll(xt & wt & valid) -
                                 __builtin_popcountll(wt & valid)
@@ -631,13 +669,13 @@ static void depthwise_rows(void *arg, int begin, int end, int binary) {
             out[oc] = (float)dot;
             continue;
           }
-          float acc = 0.0f;
           for (int ky = y0; ky < y1; ++ky)
             for (int kx = x0; kx < x1; ++kx) {
               int t = ky * c->kw + kx;
               long p = (long)(iy0 + ky * c->dil_h) * c->in_w + (ix0 + kx * c->dil_w);
               float level = (wt >> t) & 1 ? 1.0f : (cw->zero_low ? 0.0f : -1.0f);
-              acc = acc + job->x[p * c->in_c + ch] * level;
+              float v = binary ? ((xt >> t) & 1 ? 1.0f : -1.0f) : job->x[p * c->in_c + ch];
+              acc = acc + v * level;
             }
           out[oc] = acc;
         }
@@ -746,7 +784,8 @@ int kbnn_run_conv(int max_level, int reference, const int *shape, const float *x
     status = 0;
   } else {
     kbnn_kernels kernels = kbnn_select_kernels(max_level);
-    kbnn_conv_weights cw = {&c, &kernels, w, words, ones, zero_low, masks, blocks, 0, {{0}}};
+    kbnn_conv_weights cw = {&c, &kernels, w, words, ones, zero_low, masks, blocks, NULL, 0,
+                            {{0}}};
     status = kbnn_conv_image(&cw, NULL, x, input, out);
   }
 done:

@@ -51,6 +51,7 @@ typedef struct kbnn_conv {
   int depthwise;
   int kh, kw, in_c, out_c, multiplier;
   int stride_h, stride_w, dil_h, dil_w, same;
+  int activation;             /* fused: 0 none, 1 RELU, 2 RELU_N1_TO_1, 3 RELU6 */
   /* set by kbnn_conv_prepare for the current input size */
   int in_h, in_w, out_h, out_w, pad_top, pad_left;
   int pixel_words;            /* uint64 words per packed input pixel */
@@ -66,9 +67,12 @@ typedef struct kbnn_conv {
 } kbnn_conv;
 
 /* One float operation per output value after the dot products, as the stock graph
- * applies it: y = y * values[ch] (mul) or y + values[ch]; count 1 (a scalar) or out_c. */
+ * applies it: y = y * values[ch], y + values[ch] (count 1: a scalar, or out_c), or the
+ * fused activation's clamp to [values[0], values[1]] (max, then min, as std::max /
+ * std::min do it). */
+enum { KBNN_STEP_ADD = 0, KBNN_STEP_MUL = 1, KBNN_STEP_CLAMP = 2 };
 typedef struct kbnn_conv_step {
-  int mul, count;
+  int op, count;
   const float *values;
 } kbnn_conv_step;
 
@@ -83,16 +87,20 @@ typedef struct kbnn_conv_weights {
   int zero_low;            /* levels 0/1, else -1/+1 */
   const uint16_t *masks;   /* conv with real inputs: bitkernels' ordered_sum masks */
   int blocks;
+  const float *start;      /* depthwise: per channel, what the sums start from (the bias) */
   int n_steps;             /* the bias and the folded scale / offset, in graph order */
   kbnn_conv_step steps[KBNN_CONV_MAX_STEPS];
 } kbnn_conv_weights;
 
 /* Fills `c` from a CONV_2D (builtin 3) or DEPTHWISE_CONV_2D (4) node whose filter tensor
  * is `filter` ([O, kh, kw, I] or [1, kh, kw, C * M]) and whose input has `in_channels`:
- * 1 if this build computes it (no fused activation, SAME or VALID, sizes within the
- * limits above), else 0. */
+ * 1 if this build computes it (fused activation none, RELU, RELU_N1_TO_1 or RELU6, SAME
+ * or VALID, sizes within the limits above), else 0. */
 int kbnn_conv_read(const TfLiteNode *node, int builtin, const TfLiteTensor *filter,
                    int in_channels, kbnn_conv *c);
+
+/* The clamp step of c's fused activation: 1 and *step filled, or 0 if it has none. */
+int kbnn_conv_activation_step(const kbnn_conv *c, kbnn_conv_step *step);
 
 /* Bits per output channel's weight row: kh * kw * in_c, depthwise kh * kw. */
 long kbnn_conv_row_bits(const kbnn_conv *c);

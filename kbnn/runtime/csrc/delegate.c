@@ -282,8 +282,7 @@ static int table_levels(TfLiteContext *ctx, const graph_index *g, int table) {
 }
 
 /* The CONV_2D / DEPTHWISE_CONV_2D node `index` reading unpacked weights t (count bits in
- * nw words) as its filter, then the tail: computed by bitconv.c. A depthwise bias must be
- * zero (the stock kernel starts its sums from it). */
+ * nw words) as its filter, then the tail: computed by bitconv.c. */
 static int match_conv(TfLiteContext *ctx, const graph_index *g, int index, TfLiteNode *node,
                       int op, int t, long count, long nw, kbnn_layer *l) {
   if (node_input(node, 1) != t || node_input(node, 0) == t || node->inputs->size < 2 ||
@@ -303,8 +302,6 @@ static int match_conv(TfLiteContext *ctx, const graph_index *g, int index, TfLit
   if (bias >= 0) {
     TfLiteTensor *bt = tensor_at(ctx, bias);
     if (!is_const(bt, kTfLiteFloat32) || numel(bt) != l->rows) DECLINE();
-    for (int i = 0; l->conv.depthwise && i < l->rows; ++i)
-      if (bt->data.f[i] != 0.0f) DECLINE();
     l->bias = bt->data.f;
   }
   TfLiteTensor *o = tensor_at(ctx, node_output(node));
@@ -860,22 +857,13 @@ static int run_sign_path(kbnn_partition *p, const kbnn_layer *l, const float *x,
   const kbnn_kernels *k = &p->state->kernels;
   kbnn_quantized q;
   if (!k->quantize_u16(x, (size_t)l->k, p->planes, p->planes + p->max_groups, &q)) return 0;
-  double inputs = (double)l->k, u = 0x1p-24;
-  double err = u * (1.0 + 0x1p-23 * inputs) * q.weighted_abs + q.residual;
-  /* margins: the sums' 2^-40, the double rounding of t -+ err, flushed subnormals */
-  err = err * (1.0 + 0x1p-30) + q.sum_abs * 0x1p-45 + inputs * 0x1p-126;
-  uint64_t scale_bits = (uint64_t)(1023 + q.e) << 52;
   sign_job job;
   job.k = k;
   job.l = l;
   job.x = x;
   job.p = p;
   job.out = out;
-  job.rule.offset = q.offset;
-  job.rule.mul = l->zero_low ? 1 : 2; /* 0/1 weights: sum over set bits; +-1: twice that - all */
-  job.rule.sum_q = l->zero_low ? 0 : q.sum_q;
-  memcpy(&job.rule.scale, &scale_bits, sizeof job.rule.scale);
-  job.rule.err = err;
+  job.rule = kbnn_sign_rule_for(&q, (size_t)l->k, l->zero_low);
   kbnn_pool_run(pool, run_sign_blocks, &job, l->blocks, 4);
   return 1;
 }
@@ -992,6 +980,9 @@ static void *kernel_init(TfLiteContext *ctx, const char *buffer, size_t length) 
     }
     if (l->groups > p->max_groups) p->max_groups = l->groups;
     if (l->k > p->max_k) p->max_k = l->k;
+    if (s->options.verbose)
+      fprintf(stderr, "kbnn delegate: node %d: real-valued input, output read as signs: "
+              "sign path (%s)\n", l->anchor, s->kernels.name);
   }
   p->xbits = (uint64_t *)aligned_zeroed(p->max_words * sizeof(uint64_t));
   p->sums = (float *)aligned_zeroed((size_t)p->max_rows * sizeof(float));
@@ -1101,8 +1092,8 @@ static TfLiteStatus prepare_conv_part(TfLiteContext *ctx, kbnn_partition *p, kbn
   return resize(ctx, out, 4, shape);
 }
 
-/* A conv layer: bitconv.c's dot products, then the bias and the tail per channel
- * (MAX_TAIL + 1 <= KBNN_CONV_MAX_STEPS). */
+/* A conv layer: bitconv.c's dot products, then the bias, the fused activation and the
+ * tail per channel (MAX_TAIL + 2 <= KBNN_CONV_MAX_STEPS). */
 static TfLiteStatus run_conv_part(TfLiteContext *ctx, kbnn_partition *p, const kbnn_part *part) {
   const kbnn_layer *l = &part->layer;
   long batch = part->batch, items = part_items(l);
@@ -1124,14 +1115,18 @@ static TfLiteStatus run_conv_part(TfLiteContext *ctx, kbnn_partition *p, const k
     return kTfLiteError;
   }
   kbnn_conv_weights cw = {&l->conv, &p->state->kernels, l->w, l->words, l->ones,
-                          l->zero_low, l->masks, l->blocks, 0, {{0}}};
-  /* A zero bias is left out: the dot products are never -0, so adding 0 changes nothing. */
+                          l->zero_low, l->masks, l->blocks, NULL, 0, {{0}}};
+  /* A zero bias is left out: the dot products are never -0, so adding 0 changes nothing.
+   * Depthwise sums start from the bias, as the stock kernel's do. */
+  if (l->conv.depthwise) cw.start = l->bias;
   int zero_bias = 1;
   for (int r = 0; l->bias && r < l->rows; ++r) zero_bias &= l->bias[r] == 0.0f;
-  if (!zero_bias) cw.steps[cw.n_steps++] = (kbnn_conv_step){0, l->rows, l->bias};
+  if (!zero_bias && !l->conv.depthwise) cw.steps[cw.n_steps++] = (kbnn_conv_step){KBNN_STEP_ADD, l->rows, l->bias};
+  cw.n_steps += kbnn_conv_activation_step(&l->conv, &cw.steps[cw.n_steps]);
   for (int t = 0; t < l->n_tail && cw.n_steps < KBNN_CONV_MAX_STEPS; ++t)
-    cw.steps[cw.n_steps++] =
-        (kbnn_conv_step){l->tail[t].op == TAIL_MUL, l->tail[t].count, l->tail[t].values};
+    cw.steps[cw.n_steps++] = (kbnn_conv_step){
+        l->tail[t].op == TAIL_MUL ? KBNN_STEP_MUL : KBNN_STEP_ADD, l->tail[t].count,
+        l->tail[t].values};
   for (long b = 0; b < batch; ++b)
     if (kbnn_conv_image(&cw, p->state->pool, in + b * in_items,
                         l->sign_input ? KBNN_CONV_SIGN : KBNN_CONV_AUTO, out + b * items) != 0) {
