@@ -224,6 +224,176 @@ def test_kernels_agree_with_the_reference(level):
     assert lib.kbnn_run_kernel(0, 0, x.ctypes.data, w.ctypes.data, 7, 1, out.ctypes.data) == -1
 
 
+# --- the sign path: real-valued layers read only as signs ---------------------------------
+
+class Quantized(ctypes.Structure):
+    """kbnn_quantized of csrc/bitkernels.h."""
+    _fields_ = [("e", ctypes.c_int), ("offset", ctypes.c_int32), ("sum_q", ctypes.c_int64),
+                ("sum_abs", ctypes.c_double), ("weighted_abs", ctypes.c_double),
+                ("residual", ctypes.c_double)]
+
+
+class SignRule(ctypes.Structure):
+    """kbnn_sign_rule of csrc/bitkernels.h."""
+    _fields_ = [("offset", ctypes.c_int32), ("mul", ctypes.c_int32), ("sum_q", ctypes.c_int64),
+                ("scale", ctypes.c_double), ("err", ctypes.c_double)]
+
+
+def _sign_library():
+    lib = ctypes.CDLL(runtime.library_path())
+    ptr = ctypes.c_void_p
+    lib.kbnn_run_kernel.argtypes = [ctypes.c_int, ctypes.c_int, ptr, ptr, ctypes.c_size_t,
+                                    ctypes.c_size_t, ptr]
+    lib.kbnn_run_quantize.argtypes = [ctypes.c_int, ptr, ctypes.c_size_t, ptr, ptr,
+                                      ctypes.POINTER(Quantized)]
+    lib.kbnn_run_decide.argtypes = [ctypes.c_int, ptr, ptr, ptr, ptr, ctypes.c_size_t,
+                                    ctypes.POINTER(SignRule), ptr, ptr]
+    lib.kbnn_run_decide.restype = ctypes.c_long
+    lib.kbnn_sign_rule_for.argtypes = [ctypes.POINTER(Quantized), ctypes.c_size_t, ctypes.c_int]
+    lib.kbnn_sign_rule_for.restype = SignRule
+    return lib
+
+
+def _quantize(lib, level, x):
+    groups = (len(x) + 3) // 4
+    lo, hi = np.zeros(groups, np.uint32), np.zeros(groups, np.uint32)
+    q = Quantized()
+    ok = lib.kbnn_run_quantize(level, x.ctypes.data, len(x), lo.ctypes.data, hi.ctypes.data,
+                               ctypes.byref(q))
+    u = (lo.view(np.uint8).astype(np.int64) + 256 * hi.view(np.uint8).astype(np.int64))
+    return ok, u, q
+
+
+def _inputs(rng):
+    """Input rows of every kind the sign path meets: pixels, uniform, signed, odd lengths."""
+    yield (rng.integers(0, 256, 784) / np.float32(255)).astype(np.float32)
+    yield rng.random(784, np.float32)
+    yield (rng.normal(size=301) * 7).astype(np.float32)
+    yield np.where(rng.random(97) < 0.5, 0, rng.random(97) * 1e-20).astype(np.float32)
+    yield np.array([3.0], np.float32)
+
+
+SIGN_LEVELS = ["reference", "avx512-vpopcntdq"]  # levels with sign kernels (bitkernels.c)
+
+
+@pytest.mark.parametrize("level", SIGN_LEVELS)
+def test_sign_kernels_agree_with_the_reference(level):
+    if level not in runtime.cpu_kernel_levels():
+        pytest.skip(f"this CPU does not run {level} kernels")
+    lib, lv = _sign_library(), runtime.KERNEL_LEVELS[level]
+    rng = np.random.default_rng(7)
+    for x in _inputs(rng):
+        ok, u, q = _quantize(lib, lv, x)
+        ok0, u0, q0 = _quantize(lib, 0, x)
+        assert ok == ok0 == 1
+        np.testing.assert_array_equal(u, u0)
+        assert (q.e, q.offset, q.sum_q) == (q0.e, q0.offset, q0.sum_q)
+        qi = u[:len(x)] - q.offset
+        assert q.sum_q == qi.sum() and np.all(u[len(x):] == 0)
+        assert np.abs(qi).max() < 2**16 and (q.offset == 0) == bool((x >= 0).all())
+        x64 = x.astype(np.float64)
+        for got, exact in [(q.sum_abs, np.abs(x64).sum()),
+                           (q.weighted_abs, (np.abs(x64) * np.arange(len(x), 0, -1)).sum()),
+                           (q.residual, np.abs(x64 - qi * 2.0**q.e).sum())]:
+            assert exact * (1 - 2**-40) <= got <= exact * (1 + 1e-4) + 1e-300  # float lanes
+    for bad in ([np.nan], [np.inf, 1.0], [1e31], [1e-31], [0.0, 0.0]):
+        assert _quantize(lib, lv, np.array(bad, np.float32))[0] == 0
+    # masked sums: bit 4j + t of group c of block b is row 16b + j at input 4c + t
+    for groups, blocks in [(1, 1), (196, 5), (33, 8), (7, 13)]:
+        planes = rng.integers(0, 2**32, 2 * groups, dtype=np.uint32)
+        masks = rng.integers(0, 2**64, (blocks, groups), dtype=np.uint64)
+        u = planes[:groups].view(np.uint8).astype(np.int64) + 256 * planes[groups:].view(
+            np.uint8).astype(np.int64)
+        bits = np.unpackbits(masks.view(np.uint8), bitorder="little").reshape(blocks, groups, 16, 4)
+        expected = np.einsum("bcjt,ct->bj", bits.astype(np.int64), u.reshape(groups, 4))
+        out = np.zeros(blocks * 16, np.int32)
+        assert lib.kbnn_run_kernel(lv, 4, planes.ctypes.data, masks.ctypes.data, groups, blocks,
+                                   out.ctypes.data) == 0
+        np.testing.assert_array_equal(out, expected.reshape(-1))
+    # sign packing: y >= 0, so -0 gives 1 and NaN 0
+    for n in (1, 15, 64, 1000):
+        y = rng.normal(size=n).astype(np.float32)
+        y[:: 7] = -0.0
+        y[3::11] = np.nan
+        words = (n + 511) // 512 * 8
+        out = np.full(words, 2**64 - 1, np.uint64)
+        assert lib.kbnn_run_kernel(lv, 5, y.ctypes.data, out.ctypes.data, n, words,
+                                   out.ctypes.data) == 0
+        expected = np.zeros(words * 64, np.uint8)
+        expected[:n] = y >= 0
+        np.testing.assert_array_equal(np.unpackbits(out.view(np.uint8), bitorder="little"),
+                                      expected)
+    # decisions: the same rows decided the same way as the reference
+    rows = 203
+    p = rng.integers(0, 2**20, rows).astype(np.int32)
+    ones = rng.integers(0, 300, rows).astype(np.int32)
+    direction = rng.choice([-1.0, 1.0], rows).astype(np.float32)
+    rule = SignRule(offset=1000, mul=2, sum_q=2**19, scale=2.0**-10, err=3.0)
+    s = ((p.astype(np.float64) - 1000.0 * ones) * 2 - 2**19) * 2.0**-10 * direction
+    at = (s + rng.normal(size=rows) * 4).astype(np.float32)
+    at[:5] = [-np.inf, np.inf, -np.inf, np.inf, 0.0]
+    results = []
+    for level_ in (lv, 0):
+        y = np.zeros(rows, np.float32)
+        undecided = np.full(rows, -1, np.int32)
+        n = lib.kbnn_run_decide(level_, p.ctypes.data, ones.ctypes.data, direction.ctypes.data,
+                                at.ctypes.data, rows, ctypes.byref(rule), y.ctypes.data,
+                                undecided.ctypes.data)
+        results.append((y, undecided[:n]))
+    (y, undecided), (y0, undecided0) = results
+    np.testing.assert_array_equal(undecided, undecided0)
+    np.testing.assert_array_equal(undecided, np.nonzero(np.abs(s - at) <= 3.0)[0])
+    decided = np.setdiff1d(np.arange(rows), undecided)
+    np.testing.assert_array_equal(y[decided], y0[decided])
+    np.testing.assert_array_equal(y[decided], np.where(s >= at, 1.0, -1.0)[decided])
+
+
+def test_sign_rule_bounds_the_stock_ordered_float32_sum():
+    # The heart of the sign path: for +-1 and 0/1 weights, the float32 sum in input order (one
+    # rounding per input, as the stock FULLY_CONNECTED) lies within err of the integer sum.
+    lib = _sign_library()
+    rng = np.random.default_rng(11)
+    for x in _inputs(rng):
+        ok, u, q = _quantize(lib, 0, x)
+        qi = (u[:len(x)] - q.offset).astype(np.float64)
+        for zero_low in (0, 1):
+            rule = lib.kbnn_sign_rule_for(ctypes.byref(q), len(x), zero_low)
+            bits = rng.integers(0, 2, (500, len(x)))
+            w = np.where(bits == 1, 1.0, 0.0 if zero_low else -1.0).astype(np.float32)
+            ordered = np.zeros(len(w), np.float32)
+            for i in range(len(x)):
+                ordered = (ordered + w[:, i] * x[i]).astype(np.float32)
+            integer = (w.astype(np.float64) @ qi) * rule.scale
+            assert np.all(np.abs(ordered - integer) <= rule.err), (zero_low, len(x))
+            assert rule.err < 1e-3 * max(np.abs(x).sum(), 1e-30)  # and it is tight
+
+
+@pytest.mark.parametrize("level", list(runtime.KERNEL_LEVELS))
+@pytest.mark.parametrize("kernel_quantizer", ["ste_sign", "ste_heaviside"])
+def test_sign_path_decides_ties_as_stock(level, kernel_quantizer, capfd):
+    # Inputs of a few levels make many sums land exactly on the sign's threshold (0): those
+    # rows the bound cannot decide are summed in input order; every output is the stock one.
+    # (Levels without sign kernels sum every row in input order; a NaN makes a 0/1 layer's
+    # sums NaN there too, as the stock 0 * NaN does.)
+    if level not in runtime.cpu_kernel_levels():
+        pytest.skip(f"this CPU does not run {level} kernels")
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([
+        keras.Input((64,)),
+        kbnn.layers.QuantDense(48, kernel_quantizer=kernel_quantizer, use_bias=False),
+        kbnn.layers.QuantDense(10, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                               use_bias=False)])
+    tflite = kbnn.export.to_tflite(model)
+    x = np.random.default_rng(6).choice(np.float32([-1, -0.5, 0, 0.5, 1]), (300, 64))
+    x[:100] = np.abs(x[:100])  # and rows quantized without an offset
+    x[5, 3] = np.nan  # a row the sign path declines
+    delegate = runtime.load_delegate(max_kernel_level=level, verbose=True)
+    fast = run(tflite, x, delegate)
+    assert ("sign path" in capfd.readouterr().err) == (level in SIGN_LEVELS)
+    assert runtime.claimed_layers(delegate) == 2
+    assert np.array_equal(run(tflite, x), fast, equal_nan=True)
+
+
 # --- the released models and the property test ---------------------------------------------
 
 @pytest.mark.parametrize("name", RELEASED_BNNS)

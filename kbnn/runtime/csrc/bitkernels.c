@@ -40,8 +40,9 @@ static void ref_ordered_sum(const float *x, const uint16_t *masks, size_t k, siz
     for (int r = 0; r < 16; ++r) {
       float acc = 0.0f;
       for (size_t i = 0; i < k; ++i) {
+        /* a 0 weight adds 0 * x: nothing for finite x, NaN for inf and NaN, as stock */
         if ((masks[b * k + i] >> r) & 1) acc = acc + x[i];
-        else if (!zero_low) acc = acc + (-x[i]);
+        else acc = acc + (zero_low ? x[i] * 0.0f : -x[i]);
       }
       out[b * 16 + r] = acc;
     }
@@ -257,7 +258,7 @@ __attribute__((target("avx2,popcnt"))) static void avx2_ordered_sum(
     __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
     for (size_t i = 0; i < k; ++i) {
       __m256 xp = _mm256_broadcast_ss(x + i);
-      __m256 xn = zero_low ? _mm256_setzero_ps() : _mm256_xor_ps(xp, sign);
+      __m256 xn = zero_low ? _mm256_mul_ps(xp, _mm256_setzero_ps()) : _mm256_xor_ps(xp, sign);
       __m256 mlo = _mm256_castsi256_ps(
           _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(m[i] & 0xff), lanes), lanes));
       __m256 mhi = _mm256_castsi256_ps(
@@ -324,7 +325,7 @@ KBNN_AVX512_TARGET static void avx512_ordered_sum(const float *x, const uint16_t
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (size_t i = 0; i < k; ++i) {
       __m512 xp = _mm512_set1_ps(x[i]);
-      __m512 xn = zero_low ? _mm512_setzero_ps()
+      __m512 xn = zero_low ? _mm512_mul_ps(xp, _mm512_setzero_ps())
                            : _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(xp), sign));
       a0 = _mm512_add_ps(a0, _mm512_mask_blend_ps((__mmask16)m0[i], xn, xp));
       a1 = _mm512_add_ps(a1, _mm512_mask_blend_ps((__mmask16)m1[i], xn, xp));
@@ -341,7 +342,7 @@ KBNN_AVX512_TARGET static void avx512_ordered_sum(const float *x, const uint16_t
     __m512 a0 = _mm512_setzero_ps();
     for (size_t i = 0; i < k; ++i) {
       __m512 xp = _mm512_set1_ps(x[i]);
-      __m512 xn = zero_low ? _mm512_setzero_ps()
+      __m512 xn = zero_low ? _mm512_mul_ps(xp, _mm512_setzero_ps())
                            : _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(xp), sign));
       a0 = _mm512_add_ps(a0, _mm512_mask_blend_ps((__mmask16)m0[i], xn, xp));
     }
@@ -554,7 +555,7 @@ static void neon_ordered_sum(const float *x, const uint16_t *masks, size_t k, si
     float32x4_t a0 = vdupq_n_f32(0), a1 = a0, a2 = a0, a3 = a0;
     for (size_t i = 0; i < k; ++i) {
       float32x4_t xp = vdupq_n_f32(x[i]);
-      float32x4_t xn = zero_low ? vdupq_n_f32(0) : vnegq_f32(xp);
+      float32x4_t xn = zero_low ? vmulq_n_f32(xp, 0.0f) : vnegq_f32(xp);
       uint32_t bits = m[i];
       a0 = vaddq_f32(a0, vbslq_f32(vtstq_u32(vdupq_n_u32(bits & 15u), lanes), xp, xn));
       a1 = vaddq_f32(a1, vbslq_f32(vtstq_u32(vdupq_n_u32((bits >> 4) & 15u), lanes), xp, xn));
@@ -633,6 +634,21 @@ int kbnn_run_kernel(int max_level, int which, const void *x, const uint64_t *w, 
     k.pack_signs((const float *)x, words, (uint64_t *)out, rows);
   else return -1;
   return 0;
+}
+
+kbnn_sign_rule kbnn_sign_rule_for(const kbnn_quantized *q, size_t k, int zero_low) {
+  double inputs = (double)k, u = 0x1p-24;
+  double err = u * (1.0 + 0x1p-23 * inputs) * q->weighted_abs + q->residual;
+  /* margins: the sums' 2^-40, the double rounding of t -+ err, flushed subnormals */
+  err = err * (1.0 + 0x1p-30) + q->sum_abs * 0x1p-45 + inputs * 0x1p-126;
+  uint64_t scale_bits = (uint64_t)(1023 + q->e) << 52; /* 2^e, e within [-115, 86] */
+  kbnn_sign_rule rule;
+  rule.offset = q->offset;
+  rule.mul = zero_low ? 1 : 2;
+  rule.sum_q = zero_low ? 0 : q->sum_q;
+  memcpy(&rule.scale, &scale_bits, sizeof rule.scale);
+  rule.err = err;
+  return rule;
 }
 
 int kbnn_run_quantize(int max_level, const float *x, size_t k, uint32_t *lo, uint32_t *hi,

@@ -39,6 +39,11 @@ typedef struct kbnn_sign_rule {
   double scale, err;
 } kbnn_sign_rule;
 
+/* The rule decide_signs applies to a row of k inputs quantized as q, for +-1 weights (mul 2,
+ * the sum of q over set bits twice minus all) or 0/1 weights (zero_low: mul 1); err is the
+ * bound above with margins for the sums' rounding and t -+ err's. */
+kbnn_sign_rule kbnn_sign_rule_for(const kbnn_quantized *q, size_t k, int zero_low);
+
 /* quantize_u16 declines (returns 0) rows with a non-finite x_i, or whose largest |x_i| is
  * outside [2^-100, 2^100], or sum_i |x_i| > 2^40. */
 #define KBNN_QUANT_MIN_EXP (-100)
@@ -56,7 +61,7 @@ typedef struct kbnn_kernels {
   /* Real-valued inputs, summed as the stock FULLY_CONNECTED sums them (one float32
    * rounding per input, in input order), so the results are bit-identical: for each of
    * blocks x 16 rows r, acc = 0; for k in [0, k): acc += (bit r of masks[block * k + k]
-   * ? x[k] : (zero_low ? 0 : -x[k])); out[r] = acc. masks holds, per block of 16 rows
+   * ? x[k] : (zero_low ? 0 * x[k] : -x[k])); out[r] = acc. masks holds, per block of 16 rows
    * and per input, the 16 rows' weight bits. */
   void (*ordered_sum)(const float *x, const uint16_t *masks, size_t k, size_t blocks,
                       int zero_low, float *out);
