@@ -1,22 +1,36 @@
-"""Train the same deterministic 784-1024-10 BNN with kbnn and with Larq; compare.
+"""Train kbnn's BNNs against Larq's and against float twins; print times, accuracy, memory.
 
-    python benchmarks/vs_larq.py --data-dir ../shared/data/fashion_mnist [--epochs 10] [--rounds 3]
+    python benchmarks/vs_larq.py --data-dir ../shared/data/fashion_mnist [--rounds 3]
+    python benchmarks/vs_larq.py --models mlp1024 --epochs 4 --larq-python /path/to/bin/python
 
-Larq needs Keras 2 (tf-keras) and numpy < 2, so it runs in its own virtual
-environment, created here on first use (benchmarks/.venv-larq: tensorflow-cpu
-2.16.2, tf-keras 2.16.0, larq). Both trainings get the same architecture
-(kbnn.zoo.bnn_mlp: dropout, binary dense layers with weight clipping, batch
-norm), data, batch size, optimizer (Adam, fixed learning rate) and epochs, each
-in a fresh process; kbnn trains with `kbnn.optimizers.Adam` (the fused
-update Keras 2 had), and once more with Keras 3's own Adam to show what that
-is worth, and each framework's float twin (`kbnn.zoo.float_mlp`'s layers), so
-each library's BNN/float ratio comes from the same run. Prints seconds per
-epoch (first epoch apart), peak RSS and test accuracy of each, and the
-ratios. A benchmark, not a test.
+Models (`--models`): `mlp1024` and `mlp128` are the deterministic 784-H-10 BNN
+of `kbnn.zoo.bnn_mlp` (dropout, binary dense layers with weight clipping,
+batch norm) and its float twin `kbnn.zoo.float_mlp`, each trained with kbnn and
+with Larq (the same layers in tf-keras); `cnn` is the released CNN
+architecture (`kbnn.zoo.bnn_cnn`: filters 48-96-192, dense 256) against
+`kbnn.zoo.float_cnn` of the same shapes, kbnn only, on the first
+`--cnn-train-size` training images (its epochs are long on a CPU).
+
+kbnn trains as `kbnn.train` does: `kbnn.train.fit.compile_model` (fused Adam,
+its steps per execution), `kbnn.data.load_fashion_mnist`'s pipeline and
+`--precision` (the forward product of the binary x binary layers, default
+kbnn.train's). Larq trains at its defaults: Keras 2's `fit` on NumPy arrays,
+Adam, float32. Every training runs in a fresh process; each round runs them
+all, in alternating order (this machine drifts), with seeds 0, 1, ...
+
+Per training: seconds per epoch (the mean of the epochs after the first,
+tracing one), test accuracy after the last epoch, peak RSS of the process
+and training memory (peak RSS during `fit` minus RSS just before it:
+`kbnn.train.callbacks.TrainingMemory`). The tables give medians over rounds
+(accuracy: mean) and the ratios of each round. Larq needs Keras 2 (tf-keras)
+and numpy < 2: `--larq-python` names a Python that has them, else a virtual
+environment is created in benchmarks/.venv-larq on first use. A benchmark,
+not a test.
 """
 
 import argparse
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -26,58 +40,81 @@ import textwrap
 HERE = pathlib.Path(__file__).resolve().parent
 LARQ_VENV = HERE / ".venv-larq"
 LARQ_PACKAGES = ["tensorflow-cpu==2.16.2", "tf-keras==2.16.0", "larq", "numpy<2"]
+MODELS = ("mlp1024", "mlp128", "cnn")
+CNN_FILTERS, CNN_DENSE = (48, 96, 192), 256
 
-# One worker for both libraries: the layer classes differ, nothing else.
+# One worker for both libraries. It prints one JSON line: epoch seconds, test
+# accuracy, peak RSS and training memory.
 WORKER = textwrap.dedent('''
-    import json, resource, sys, time
-    import numpy as np
-    impl, data_path, epochs, batch_size, lr, seed, spe = sys.argv[1:8]
-    epochs, batch_size, lr, seed, spe = int(epochs), int(batch_size), float(lr), int(seed), int(spe)
-    if impl.startswith("larq"):
+    import json, sys, time
+    impl, kind, model_name, data, epochs, batch_size, lr, seed, size, precision = sys.argv[1:11]
+    epochs, batch_size, lr, seed, size = int(epochs), int(batch_size), float(lr), int(seed), int(size)
+    if impl == "larq":
+        import numpy as np
         import tensorflow as tf
         import larq as lq
         keras = tf.keras
-        QuantDense = lq.layers.QuantDense
-        clip = lambda: lq.constraints.WeightClip(1.0)
-        Adam = keras.optimizers.Adam
+        keras.utils.set_random_seed(seed)
+        arrays = np.load(data)
+        bn = lambda: keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-4)
+        binary = lambda: dict(kernel_quantizer="ste_sign", use_bias=False,
+                              kernel_constraint=lq.constraints.WeightClip(1.0))
+        hidden = int(model_name[3:])
+        if kind == "float":  # kbnn.zoo.float_mlp's layers
+            model = keras.Sequential([
+                keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dropout(0.1),
+                keras.layers.Dense(hidden, use_bias=False), bn(), keras.layers.ReLU(),
+                keras.layers.Dropout(0.2), keras.layers.Dense(10)])
+        else:  # kbnn.zoo.bnn_mlp's layers
+            model = keras.Sequential([
+                keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dropout(0.1),
+                lq.layers.QuantDense(hidden, **binary()), bn(), keras.layers.Dropout(0.2),
+                lq.layers.QuantDense(10, input_quantizer="ste_sign", **binary()), bn()])
+        model.compile(keras.optimizers.Adam(lr),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        fit_args = dict(x=arrays["x_train"][:size], y=arrays["y_train"][:size],
+                        batch_size=batch_size)
+        test = dict(x=arrays["x_test"], y=arrays["y_test"], batch_size=1000)
+        from kbnn_memory import TrainingMemory
     else:
         import keras
         import kbnn
-        QuantDense = kbnn.layers.QuantDense
-        clip = lambda: kbnn.constraints.WeightClip(1.0)
-        # kbnn's Adam (fused update) unless asked for Keras 3's own, to show the difference
-        Adam = keras.optimizers.Adam if impl == "kbnn-keras-adam" else kbnn.optimizers.Adam
-    keras.utils.set_random_seed(seed)
-    data = np.load(data_path)
-    bn = lambda: keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-4)
-    binary = lambda: dict(kernel_quantizer="ste_sign", kernel_constraint=clip(), use_bias=False)
-    if impl.endswith("-float"):  # the float twin (kbnn.zoo.float_mlp) in the same framework
-        model = keras.Sequential([
-            keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dropout(0.1),
-            keras.layers.Dense(1024, use_bias=False), bn(), keras.layers.ReLU(),
-            keras.layers.Dropout(0.2), keras.layers.Dense(10)])
-    else:
-        model = keras.Sequential([
-            keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dropout(0.1),
-            QuantDense(1024, **binary()), bn(), keras.layers.Dropout(0.2),
-            QuantDense(10, input_quantizer="ste_sign", **binary()), bn()])
-    model.compile(Adam(lr),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], steps_per_execution=spe)
+        from kbnn import zoo
+        from kbnn.data import load_fashion_mnist
+        from kbnn.train.callbacks import TrainingMemory
+        from kbnn.train.fit import compile_model
+        keras.utils.set_random_seed(seed)
+        if model_name == "cnn":
+            model = zoo.bnn_cnn(FILTERS, DENSE) if kind == "bnn" else zoo.float_cnn(
+                FILTERS, DENSE, dropout=0.2)
+        else:
+            hidden = (int(model_name[3:]),)
+            model = zoo.bnn_mlp(hidden) if kind == "bnn" else zoo.float_mlp(hidden)
+        kbnn.layers.set_compute(model, precision)
+        compile_model(model, lr)
+        split = dict(validation_size=60000 - size, subset="training") if size < 60000 else {}
+        fit_args = dict(x=load_fashion_mnist("train", data_dir=data, batch_size=batch_size,
+                                             shuffle=True, seed=seed, **split))
+        test = dict(x=load_fashion_mnist("test", data_dir=data, batch_size=1000))
     class Timer(keras.callbacks.Callback):
         def on_train_begin(self, logs=None): self.seconds = []
         def on_epoch_begin(self, epoch, logs=None): self.t = time.perf_counter()
         def on_epoch_end(self, epoch, logs=None): self.seconds.append(time.perf_counter() - self.t)
-    timer = Timer()
-    model.fit(data["x_train"], data["y_train"], batch_size=batch_size, epochs=epochs,
-              callbacks=[timer], verbose=0)
-    _, accuracy = model.evaluate(data["x_test"], data["y_test"], batch_size=1000, verbose=0)
+    timer, memory = Timer(), TrainingMemory()
+    model.fit(**fit_args, epochs=epochs, callbacks=[timer, memory], verbose=0)
+    _, accuracy = model.evaluate(**test, verbose=0)
+    import resource
     print(json.dumps({"epoch_seconds": timer.seconds, "test_accuracy": float(accuracy),
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-''')
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "training_mb": memory.training_mb}))
+''').replace("FILTERS", repr(CNN_FILTERS)).replace("DENSE", repr(CNN_DENSE))
 
 
-def larq_python():
+def larq_python(path):
+    """The Python that runs Larq: `path`, or benchmarks/.venv-larq (created on first use)."""
+    if path:
+        return pathlib.Path(path)
     python = LARQ_VENV / "bin" / "python"
     if not python.exists():
         print(f"creating {LARQ_VENV} with {' '.join(LARQ_PACKAGES)} ...", flush=True)
@@ -86,21 +123,19 @@ def larq_python():
     return python
 
 
-IMPLS = ("kbnn", "larq", "kbnn-keras-adam", "kbnn-float", "larq-float")
-
-
-def run(python, impl, data_path, args, seed, env=None):
-    print(f"training with {impl} ({args.epochs} epochs, seed {seed}) ...", flush=True)
+def run(python, impl, kind, model, data, args, seed, size, env):
+    print(f"  {model} {impl} {kind} (seed {seed}) ...", flush=True)
     done = subprocess.run(
-        [str(python), "-c", WORKER, impl, data_path, str(args.epochs), str(args.batch_size),
-         str(args.lr), str(seed), str(args.steps_per_execution)],
+        [str(python), "-c", WORKER, impl, kind, model, data, str(args.epochs),
+         str(args.batch_size), str(args.lr), str(seed), str(size), args.precision],
         capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        sys.exit(f"{impl} run failed:\n{done.stderr[-3000:]}")
+        sys.exit(f"{model} {impl} {kind} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def steady(seconds):
+    """Seconds per epoch without the first (tracing) epoch."""
     rest = seconds[1:] or seconds
     return sum(rest) / len(rest)
 
@@ -111,74 +146,126 @@ def median(values):
     return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
+def summarize(runs):
+    """{row: medians (accuracy: mean)} of one model's runs {row: [result per round]}."""
+    return {row: {"first": median([r["epoch_seconds"][0] for r in rs]),
+                  "steady": median([steady(r["epoch_seconds"]) for r in rs]),
+                  "rss": median([r["peak_rss_mb"] for r in rs]),
+                  "training": median([r["training_mb"] for r in rs]),
+                  "accuracy": sum(r["test_accuracy"] for r in rs) / len(rs)}
+            for row, rs in runs.items()}
+
+
+RATIOS = (  # (label, numerator row, denominator row, measure)
+    ("kbnn BNN / Larq BNN, s/epoch", "kbnn bnn", "larq bnn", "steady"),
+    ("kbnn BNN / Larq BNN, peak RSS", "kbnn bnn", "larq bnn", "rss"),
+    ("kbnn BNN / kbnn float, s/epoch", "kbnn bnn", "kbnn float", "steady"),
+    ("kbnn BNN / kbnn float, peak RSS", "kbnn bnn", "kbnn float", "rss"),
+    ("kbnn BNN / kbnn float, training memory", "kbnn bnn", "kbnn float", "training"),
+    ("Larq BNN / Larq float, s/epoch", "larq bnn", "larq float", "steady"),
+    ("Larq BNN / Larq float, peak RSS", "larq bnn", "larq float", "rss"),
+)
+
+
+def measure(result, measure_name):
+    return {"steady": lambda r: steady(r["epoch_seconds"]), "rss": lambda r: r["peak_rss_mb"],
+            "training": lambda r: r["training_mb"]}[measure_name](result)
+
+
+def report(model, runs, args, size):
+    """Print one model's table and its ratios (median, then each round)."""
+    summary = summarize(runs)
+    what = f"{size} training images" if size < 60000 else "60000 training images"
+    print(f"\n{model}: {args.epochs} epochs of {what}, batch {args.batch_size}, Adam "
+          f"{args.lr}, kbnn precision {args.precision}, {args.rounds} round(s): medians "
+          f"(accuracy: mean)")
+    print(f"{'':<12} {'first epoch s':>13} {'s/epoch':>8} {'test acc':>9} {'peak RSS MiB':>13} "
+          f"{'training MiB':>13}")
+    for row, s in summary.items():
+        print(f"{row:<12} {s['first']:>13.1f} {s['steady']:>8.2f} {100 * s['accuracy']:>8.2f}% "
+              f"{s['rss']:>13,.0f} {s['training']:>13,.1f}")
+    for label, top, bottom, name in RATIOS:
+        if top in runs and bottom in runs:
+            rounds = [measure(a, name) / measure(b, name)
+                      for a, b in zip(runs[top], runs[bottom])]
+            print(f"{label:<40} {summary[top][name] / summary[bottom][name]:5.2f}   rounds: "
+                  + ", ".join(f"{r:.2f}" for r in rounds))
+    if "kbnn bnn" in runs and "larq bnn" in runs:
+        print(f"{'kbnn BNN - Larq BNN, test accuracy':<40} "
+              f"{100 * (summary['kbnn bnn']['accuracy'] - summary['larq bnn']['accuracy']):+5.2f}"
+              f" points")
+    return summary
+
+
 def main():
-    import os
-
-    import numpy as np
-
     from kbnn.data import load_fashion_mnist
+    from kbnn.exact_product import COMPUTES
+    from kbnn.train.fit import PRECISION
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("KBNN_DATA_DIR"))
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="epochs per training; s/epoch leaves out the first")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="train every library this many times (seeds 0, 1, ...), in "
-                             "alternating order, and report medians: this machine drifts")
-    parser.add_argument("--steps-per-execution", type=int, default=1,
-                        help="Keras' steps_per_execution, the same for every training")
-    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS),
-                        help="which trainings to run (kbnn and larq are always run); the "
-                             "-float rows train each framework's float twin, so BNN/float "
-                             "ratios come from the same run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="train everything this many times (seeds 0, 1, ...), in "
+                             "alternating order, and report medians and each round's ratios")
+    parser.add_argument("--precision", choices=COMPUTES, default=PRECISION,
+                        help="kbnn's forward product of binary x binary layers")
+    parser.add_argument("--cnn-train-size", type=int, default=6000,
+                        help="training images per CNN epoch (a CNN epoch is long on a CPU)")
+    parser.add_argument("--larq-python", default=os.environ.get("KBNN_LARQ_PYTHON"),
+                        help="a Python with larq and tf-keras (default: benchmarks/.venv-larq, "
+                             "created on first use)")
+    parser.add_argument("--no-larq", action="store_true", help="kbnn rows only")
+    parser.add_argument("--json", help="also write every run's results to this file")
     args = parser.parse_args()
+    if not args.data_dir:
+        parser.error("--data-dir (or $KBNN_DATA_DIR): the Fashion-MNIST IDX directory")
 
-    x_train, y_train = load_fashion_mnist("train", data_dir=args.data_dir, as_numpy=True)
-    x_test, y_test = load_fashion_mnist("test", data_dir=args.data_dir, as_numpy=True)
-    python = larq_python()
+    needs_larq = not args.no_larq and any(m.startswith("mlp") for m in args.models)
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        data_path = os.path.join(tmp, "fashion_mnist.npz")
-        np.savez(data_path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-        legacy = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
-        runners = {impl: (python, legacy) if impl.startswith("larq") else (sys.executable, None)
-                   for impl in IMPLS if impl in {"kbnn", "larq", *args.impls}}
-        rounds = {impl: [] for impl in runners}
-        for seed in range(args.rounds):
-            order = list(runners) if seed % 2 == 0 else list(reversed(runners))
-            for impl in order:
-                rounds[impl].append(run(runners[impl][0], impl, data_path, args, seed,
-                                        env=runners[impl][1]))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}
+        runners = {}
+        if needs_larq:
+            import numpy as np
 
-    summary = {impl: {"first": median([r["epoch_seconds"][0] for r in rs]),
-                      "steady": median([steady(r["epoch_seconds"]) for r in rs]),
-                      "rss": median([r["peak_rss_mb"] for r in rs]),
-                      "accuracy": sum(r["test_accuracy"] for r in rs) / len(rs)}
-               for impl, rs in rounds.items()}
-    print(f"\n784-1024-10 deterministic BNN, {args.epochs} epochs, batch {args.batch_size}, "
-          f"Adam {args.lr}, steps_per_execution {args.steps_per_execution}, {args.rounds} "
-          f"round(s): medians of seconds and RSS, mean accuracy")
-    print(f"{'':<16} {'first epoch s':>14} {'s/epoch':>9} {'peak RSS MiB':>13} {'test acc':>9}")
-    for impl, s in summary.items():
-        print(f"{impl:<16} {s['first']:>14.1f} {s['steady']:>9.2f} {s['rss']:>13,.0f} "
-              f"{100 * s['accuracy']:>8.2f}%")
-    k, l = summary["kbnn"], summary["larq"]
-    print(f"kbnn/larq: s/epoch {k['steady'] / l['steady']:.2f}, peak RSS {k['rss'] / l['rss']:.2f}, "
-          f"test accuracy {100 * (k['accuracy'] - l['accuracy']):+.2f} points")
-    if args.rounds > 1:
-        per_round = [steady(a["epoch_seconds"]) / steady(b["epoch_seconds"])
-                     for a, b in zip(rounds["kbnn"], rounds["larq"])]
-        print("kbnn/larq s/epoch per round: " + ", ".join(f"{r:.2f}" for r in per_round))
-    if "kbnn-keras-adam" in summary:
-        plain = summary["kbnn-keras-adam"]
-        print(f"kbnn with Keras 3's unfused Adam / larq: s/epoch "
-              f"{plain['steady'] / l['steady']:.2f}")
-    for library in ("kbnn", "larq"):
-        if f"{library}-float" in summary:
-            twin = summary[f"{library}-float"]
-            print(f"{library} BNN / {library} float twin: s/epoch "
-                  f"{summary[library]['steady'] / twin['steady']:.2f}, peak RSS "
-                  f"{summary[library]['rss'] / twin['rss']:.2f}")
+            x_train, y_train = load_fashion_mnist("train", data_dir=args.data_dir, as_numpy=True)
+            x_test, y_test = load_fashion_mnist("test", data_dir=args.data_dir, as_numpy=True)
+            npz = os.path.join(tmp, "fashion_mnist.npz")
+            np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+            # The worker imports TrainingMemory from a copy of kbnn's callbacks module:
+            # tf-keras cannot import kbnn, and the measure must be the same.
+            memory_module = pathlib.Path(tmp, "kbnn_memory.py")
+            memory_module.write_text(_memory_source())
+            larq_env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": tmp}
+            runners["larq"] = (larq_python(args.larq_python), npz, larq_env)
+        runners["kbnn"] = (sys.executable, args.data_dir, env)
+        for model in args.models:
+            size = args.cnn_train_size if model == "cnn" else 60000
+            rows = [(impl, kind) for impl in runners for kind in ("bnn", "float")
+                    if not (impl == "larq" and model == "cnn")]
+            runs = {f"{impl} {kind}": [] for impl, kind in rows}
+            for seed in range(args.rounds):
+                for impl, kind in rows if seed % 2 == 0 else reversed(rows):
+                    python, data, run_env = runners[impl]
+                    runs[f"{impl} {kind}"].append(
+                        run(python, impl, kind, model, data, args, seed, size, run_env))
+            results[model] = {"runs": runs, "summary": report(model, runs, args, size)}
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+
+
+def _memory_source():
+    """kbnn's TrainingMemory for a tf-keras process: its module with tf.keras for keras."""
+    import kbnn.train.callbacks as callbacks
+
+    source = pathlib.Path(callbacks.__file__).read_text()
+    return source.replace("import keras\n", "from tensorflow import keras\n", 1)
 
 
 if __name__ == "__main__":

@@ -179,14 +179,34 @@ def load_fashion_mnist(
 
     if as_numpy:
         return images.astype(np.float32) / np.float32(255), labels
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if batch_size is None:
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        if shuffle:
+            ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(_scaled, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = _batches(images, labels, batch_size, shuffle, seed)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _scaled(images, labels):
+    return tf.cast(images, tf.float32) / 255.0, labels
+
+
+def _batches(images, labels, batch_size, shuffle, seed):
+    """Batches gathered by index from the whole split, held once as uint8 tensors.
+
+    Shuffling and batching indices, then one gather per batch, costs a
+    fraction of slicing, shuffling and re-stacking every image: in a training
+    step of the zoo MLPs on this 2-core CPU that was about a tenth of the step.
+    """
+    images, labels = tf.constant(images), tf.constant(labels)
+    ds = tf.data.Dataset.range(len(labels))
     if shuffle:
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    if batch_size is not None:
-        ds = ds.batch(batch_size)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    return ds.map(lambda index: _scaled(tf.gather(images, index), tf.gather(labels, index)),
+                  num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _load_split(split, data_dir):

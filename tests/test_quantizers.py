@@ -57,6 +57,25 @@ def test_clipped_gradient_is_exact_at_the_clip_in_float32_and_float64(clip_value
         np.testing.assert_array_equal(g, np.where(np.abs(xd) <= dtype(clip_value), dyd, 0))
 
 
+@pytest.mark.parametrize("clip_value", [1.0, 0.5, 1e-3, 1e30, None])
+def test_ste_sign_of_a_variable_has_the_same_gradient_as_of_a_tensor(clip_value):
+    # A latent kernel (a variable) takes the fused backward pass, an activation
+    # the bool mask: the gradients must be identical, NaN and inf included.
+    c = np.float32(1.0 if clip_value is None else clip_value)
+    edges = [np.nextafter(c, np.float32(0)), c, np.nextafter(c, np.float32(np.inf))]
+    x = np.array([0, -0.0, *edges, *np.negative(edges), np.inf, -np.inf, np.nan], "float32")
+    x = np.concatenate([x, np.random.default_rng(0).uniform(-2 * c, 2 * c, 500).astype("float32")])
+    dy = np.random.default_rng(1).normal(size=x.shape).astype("float32")
+    dy[:3] = [np.nan, np.inf, -np.inf]
+    variable = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        y = q.ste_sign(variable, clip_value=clip_value)
+    g = tape.gradient(y, variable, output_gradients=tf.constant(dy)).numpy()
+    y_tensor, g_tensor = value_and_grad(lambda t: q.ste_sign(t, clip_value=clip_value), x, dy)
+    np.testing.assert_array_equal(y.numpy(), y_tensor)
+    np.testing.assert_array_equal(g, g_tensor)
+
+
 def test_approx_sign_gradient():
     _, g = value_and_grad(q.approx_sign, POINTS)
     expected = np.where(np.abs(POINTS) <= 1, 2 - 2 * np.abs(POINTS), 0)

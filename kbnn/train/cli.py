@@ -17,6 +17,7 @@ import traceback
 
 from kbnn import zoo
 from kbnn.data import load_fashion_mnist
+from kbnn.exact_product import COMPUTES
 from kbnn.files import exit_on_sigterm
 from kbnn.train.fit import TrainingError
 from kbnn.train.run import check_output, default_out, train_and_save
@@ -84,6 +85,11 @@ def _parser():
         help="validate and keep the moving average of the weights (e.g. 0.999)")
     add("--jit", dest="jit_compile", action="store_true",
         help="XLA-compile the training step (slower on CPU here)")
+    add("--steps-per-execution", type=int, default=defaults.steps_per_execution,
+        help="training steps per call of the compiled step (callbacks and the progress "
+        "bar see every Nth batch); 1 for Keras' default")
+    add("--precision", choices=COMPUTES, default=defaults.precision,
+        help="forward product of the binary x binary layers (bit-identical results)")
     output = parser.add_argument_group("output").add_argument
     output("--out", help="output path without suffix "
            "(default: saved_models/<model name>, if no model is there yet)")

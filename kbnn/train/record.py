@@ -47,6 +47,7 @@ def training_record(settings, *, teacher_name=None, cache_teacher=False):
         distribute=distribute if isinstance(distribute, (str, type(None)))
         else type(distribute).__name__,
         flip=settings.flip, shift=settings.shift, jit_compile=settings.jit_compile,
+        steps_per_execution=settings.steps_per_execution, precision=settings.precision,
         distillation=None if settings.teacher is None else dict(
             teacher=teacher_name, alpha=settings.alpha, temperature=settings.temperature,
             teacher_logits="computed once" if cache_teacher else "every step"),

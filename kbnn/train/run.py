@@ -33,12 +33,12 @@ def train_and_save(builder, model_args, out=None, *, verbose=1, **settings):
 
     `settings` are the fields of `kbnn.train.settings.Settings` (epochs=30,
     batch_size=100, lr=3e-3, seed=0, validation_size=5000, distribute, flip,
-    shift, jit_compile, teacher, alpha, temperature, init, ema, data_dir), all checked, with
-    the output location and the data, before training. The last `validation_size`
-    training images are held out and the best epoch on them is kept; with 0 it
-    trains on all training images and keeps the last epoch (the second stage of
-    a recipe whose settings were chosen on a validation run). The test split is
-    scored once, at the end.
+    shift, jit_compile, steps_per_execution=50, precision="float32", teacher, alpha,
+    temperature, init, ema, data_dir), all checked, with the output location and the
+    data, before training. The last `validation_size` training images are held out
+    and the best epoch on them is kept; with 0 it trains on all training images and
+    keeps the last epoch (the second stage of a recipe whose settings were chosen
+    on a validation run). The test split is scored once, at the end.
 
     `out` defaults to saved_models/<model name> (`kbnn.zoo.models_dir()`), where
     `weights="fashion_mnist"` finds it, and refuses to replace a model already there
@@ -63,7 +63,8 @@ def train_and_save(builder, model_args, out=None, *, verbose=1, **settings):
         builder, model_args, train, val, epochs=settings.epochs, lr=settings.lr,
         distribute=strategy, jit_compile=settings.jit_compile, teacher=teacher,
         alpha=settings.alpha, temperature=settings.temperature, init=settings.init,
-        ema=settings.ema, verbose=verbose)
+        ema=settings.ema, steps_per_execution=settings.steps_per_execution,
+        precision=settings.precision, verbose=verbose)
     evaluation = fitted.model.evaluate(test, verbose=0)
     teacher_name = None if settings.teacher is None else (
         settings.teacher.name if isinstance(settings.teacher, keras.Model)

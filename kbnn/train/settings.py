@@ -24,6 +24,8 @@ import os
 
 import keras
 
+from kbnn.exact_product import COMPUTES
+from kbnn.train.fit import PRECISION, STEPS_PER_EXECUTION
 from kbnn.train.strategy import DISTRIBUTE_CHOICES
 
 __all__ = ["SettingError", "Settings"]
@@ -71,6 +73,8 @@ class Settings:
     flip: bool = False
     shift: int = 0
     jit_compile: bool = False
+    steps_per_execution: int = STEPS_PER_EXECUTION
+    precision: str = PRECISION
     teacher: object = None
     alpha: float = 0.5
     temperature: float = 2.0
@@ -99,6 +103,12 @@ class Settings:
                "Strategy refuses); train on one machine, with --distribute mirrored for all "
                "its devices.")
         yield "shift", _integer(self.shift, 0), "give a shift in pixels >= 0."
+        yield ("steps_per_execution", _integer(self.steps_per_execution, 1),
+               f"give a number of training steps per call >= 1 (default "
+               f"{STEPS_PER_EXECUTION}; 1 calls back after every batch).")
+        yield ("precision", self.precision in COMPUTES,
+               f"use {' or '.join(COMPUTES)} (the forward product of binary x binary "
+               f"layers; exact either way).")
         yield ("alpha", _real(self.alpha) and 0 <= self.alpha <= 1,
                "the weight of the distillation term is in [0, 1].")
         yield ("temperature", _real(self.temperature) and self.temperature > 0,
