@@ -23,11 +23,13 @@ Literature models (any `kbnn.zoo.LITERATURE_BUILDERS` name) at 224x224x3 and
 quantizer removed (`float_twin`: each Quant layer rebuilt from its config with
 its quantizers set to None, i.e. a float convolution or dense layer), and
 "mobilenetv2 float" is `keras.applications.MobileNetV2(weights=None)`; both
-float files come from the stock TFLite converter (batch norms folded into the
-convolutions), the best a float model gets. The BNN files get packed, int8 and
-packed+kbnn; int4/int2 store only dense kernels in fewer bits, so they are
-left out here. `--runs` defaults to 300 invokes for the Fashion-MNIST models
-and 30 for the literature models.
+float files come from the stock TFLite converter (a batch norm right after a
+convolution folded into it), the best a float model gets. The BNN files get packed,
+packed+kbnn and "int8 (dr)": every kernel int8 by the converter's dynamic-range
+quantization, the binary ones exactly (their levels), the real-valued ones
+rounded (`dynamic_range_int8`; kbnn's exact `--weights int8` refuses them).
+`--runs` defaults to 300 invokes for the Fashion-MNIST models and 30 for the
+literature models.
 """
 
 import argparse
@@ -85,10 +87,18 @@ def float_twin(model):
 
 
 def stock_tflite(model):
-    """`model` as a batch-1 float file by the stock TFLite converter (no kbnn plans)."""
+    """`model` as a batch-1 float file by the stock TFLite converter (no kbnn plans).
+
+    The weights go in as constants (`stateless_call`): variables that the traced
+    function captured would be written as resource variables nobody initializes.
+    """
     shape = (1, *model.inputs[0].shape[1:])
-    function = tf.function(lambda x: model(x, training=False),
-                           input_signature=[tf.TensorSpec(shape, tf.float32)])
+    trainable, non_trainable = ([tf.constant(v.value.numpy()) for v in variables] for
+                                variables in (model.trainable_variables,
+                                              model.non_trainable_variables))
+    function = tf.function(
+        lambda x: model.stateless_call(trainable, non_trainable, x, training=False)[0],
+        input_signature=[tf.TensorSpec(shape, tf.float32)])
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [function.get_concrete_function()], model)
     return converter.convert()
@@ -107,10 +117,18 @@ def literature_files(name, mobilenet):
     """{design: file bytes} of a literature model at 224x224x3, its float twin and
     MobileNetV2 (`mobilenet`, the bytes of its file, made once per run)."""
     bnn = zoo.LITERATURE_BUILDERS[name]()
-    files = {"float twin": stock_tflite(float_twin(bnn)), "mobilenetv2 float": mobilenet}
-    for weights in ("packed", "int8"):
-        files[f"bnn {weights}"] = kbnn.export.to_tflite(bnn, weights=weights)
-    return files
+    return {"float twin": stock_tflite(float_twin(bnn)), "mobilenetv2 float": mobilenet,
+            "bnn packed": kbnn.export.to_tflite(bnn), "bnn int8 (dr)": dynamic_range_int8(bnn)}
+
+
+def dynamic_range_int8(model):
+    """`model` with every kernel int8 by the converter's dynamic-range quantization: binary
+    kernels as their levels (exact), real-valued ones rounded. kbnn's exact `--weights
+    int8` refuses the literature models' large real-valued kernels (stems, shortcuts),
+    which it cannot store exactly; for latency this file is the same kind of computation."""
+    plans = kbnn.export.plan_model(model, weights="float")
+    function = kbnn.export.graph.inference_function(model, plans)
+    return kbnn.export.convert(function, model, weights="int8")
 
 
 def timer(tflite, threads, delegate=False):
