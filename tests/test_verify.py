@@ -105,3 +105,67 @@ def test_top1_is_judged_only_where_the_top2_margin_exceeds_the_tolerance(monkeyp
     check = verify.compare(model, to_tflite(model), x)
     assert check.judged == int((expected[:, 2] > expected[:, 0] + 1e-3).sum()) < 20
     assert "whose top-2 margin exceeds the tolerance" in str(check)
+
+
+# --- the same check with kbnn's delegate ---------------------------------------------------
+
+def _delegate_built():
+    try:
+        from kbnn import runtime
+
+        runtime.library_path()
+        return True
+    except ImportError:
+        return False
+
+
+needs_delegate = pytest.mark.skipif(not _delegate_built(), reason="kbnn.runtime not built")
+
+
+def _binary_model():
+    keras.utils.set_random_seed(1)
+    return keras.Sequential([
+        keras.Input((32,)), QuantDense(24, kernel_quantizer="ste_sign", use_bias=False),
+        QuantDense(3, input_quantizer="ste_sign", kernel_quantizer="ste_sign", use_bias=False)])
+
+
+@needs_delegate
+def test_compare_with_delegate_runs_the_file_with_it():
+    model = _binary_model()
+    x = np.random.default_rng(2).random((50, 32), np.float32)
+    line = verify.compare_with_delegate(model, to_tflite(model), x)
+    assert line.startswith("kbnn delegate (2 layers claimed, kernels ")
+    assert "verified on 50 inputs: top-1 agreement 100.00%" in line
+
+
+@needs_delegate
+def test_compare_with_delegate_fails_when_the_delegate_disagrees(monkeypatch):
+    model = _binary_model()
+    x = np.random.default_rng(2).random((50, 32), np.float32)
+    run = verify.run_tflite
+
+    def off_by_one_with_delegate(tflite, inputs, delegate=None, **kwargs):
+        outputs = run(tflite, inputs, delegate=delegate, **kwargs)
+        return outputs + 1.0 if delegate else outputs
+
+    monkeypatch.setattr(verify, "run_tflite", off_by_one_with_delegate)
+    verify.compare(model, to_tflite(model), x)  # the stock run still agrees
+    with pytest.raises(VerificationError, match="disagrees with Keras"):
+        verify.compare_with_delegate(model, to_tflite(model), x)
+
+
+@needs_delegate
+def test_compare_with_delegate_skips_a_file_it_claims_nothing_of():
+    model = _binary_model()
+    x = np.random.default_rng(2).random((5, 32), np.float32)
+    assert verify.compare_with_delegate(model, to_tflite(model, weights="float"), x) == (
+        "kbnn delegate: skipped, it claims no layer of this file")
+
+
+def test_compare_with_delegate_says_when_the_library_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("KBNN_DELEGATE_LIBRARY", str(tmp_path / "missing.so"))
+    model = _binary_model()
+    line = verify.compare_with_delegate(model, to_tflite(model),
+                                        np.zeros((2, 32), np.float32))
+    assert line.startswith("kbnn delegate: skipped, its library is not built")
+    assert "missing.so" in line

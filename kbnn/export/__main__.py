@@ -5,7 +5,9 @@ packed 1 bit per weight and which runs on the stock LiteRT runtime, then
 checks it: N inputs (1,000 by default; from `--verify-data`, a directory of
 IDX files or a .npy array, else random pixels k/255) go through Keras
 and LiteRT; the top-1 predictions must all agree and the logits match within the
-tolerance of `kbnn.export.verify`, in every `--weights` mode. On any failure
+tolerance of `kbnn.export.verify`, in every `--weights` mode. Where kbnn's LiteRT
+delegate (`kbnn.runtime`) is built, the file is also run with it and held to the
+same rules; the output says whether that check ran or was skipped. On any failure
 nothing is written and the exit status is non-zero.
 """
 
@@ -231,6 +233,9 @@ def _export(args, output):
         verification = verify.compare(model, result.tflite, inputs, weights=args.weights,
                                       plans=result.plans)
     print(verification)
+    with quiet_native_logs():
+        print(verify.compare_with_delegate(model, result.tflite, inputs, weights=args.weights,
+                                           plans=result.plans))
     if args.report:
         print(result.report())
     write_atomically(output, result.tflite)

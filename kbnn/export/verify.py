@@ -10,6 +10,10 @@
 (300, 4)
 >>> compare(model, tflite_bytes, inputs).top1_agreement  # raises VerificationError if off
 1.0
+
+`compare_with_delegate` runs the same check with the file run by kbnn's LiteRT delegate
+(`kbnn.runtime`) where its library is built, and says so; the converter itself never
+imports the runtime.
 """
 
 import dataclasses
@@ -17,8 +21,8 @@ import dataclasses
 import numpy as np
 
 __all__ = ["LOGIT_ATOL", "LOGIT_RTOL", "PRESIGN_ATOL", "VerificationError", "Verification",
-           "run_tflite", "run_interpreter", "op_names", "custom_ops", "compare", "sign_ties",
-           "require_litert"]
+           "run_tflite", "run_interpreter", "op_names", "custom_ops", "compare",
+           "compare_with_delegate", "sign_ties", "require_litert"]
 
 # Keras and LiteRT add the same +-1 terms in a different order and apply the folded
 # batch norm as one multiply-add: logits agree to float32 rounding, scaled by their size.
@@ -49,8 +53,9 @@ def require_litert():
     return Interpreter
 
 
-def _interpreter(tflite_bytes, num_threads=1):
-    return require_litert()(model_content=tflite_bytes, num_threads=num_threads)
+def _interpreter(tflite_bytes, num_threads=1, delegate=None):
+    return require_litert()(model_content=tflite_bytes, num_threads=num_threads,
+                            experimental_delegates=[delegate] if delegate else None)
 
 
 def _flatbuffer(tflite_bytes):
@@ -92,14 +97,16 @@ def custom_ops(tflite_bytes):
             if code == schema.BuiltinOperator.CUSTOM]
 
 
-def run_tflite(tflite_bytes, inputs, num_threads=1, batch_size=256):
+def run_tflite(tflite_bytes, inputs, num_threads=1, batch_size=256, delegate=None):
     """Outputs of an exported file for `inputs`, run by LiteRT `batch_size` at a time
-    (the run's memory grows with the batch: XOR-popcount layers hold B x N x W words).
+    (the run's memory grows with the batch: XOR-popcount layers hold B x N x W words),
+    with `delegate` (e.g. `kbnn.runtime.load_delegate()`) if given.
 
     A file with a static batch size N runs N inputs at a time, the last chunk
     padded with zeros (their outputs are dropped).
     """
-    return run_interpreter(_interpreter(tflite_bytes, num_threads), inputs, batch_size)
+    return run_interpreter(_interpreter(tflite_bytes, num_threads, delegate), inputs,
+                           batch_size)
 
 
 def run_interpreter(interpreter, inputs, batch_size=256):
@@ -175,7 +182,7 @@ def _require_finite(values, what):
             f"cannot be verified (was it trained with a non-finite learning rate?).")
 
 
-def compare(model, tflite_bytes, inputs, weights="packed", plans=None):
+def compare(model, tflite_bytes, inputs, weights="packed", plans=None, delegate=None):
     """Check LiteRT against `model.predict` on `inputs`; raise VerificationError if off.
 
     Every output must be finite on both sides. Logits must agree within
@@ -188,16 +195,20 @@ def compare(model, tflite_bytes, inputs, weights="packed", plans=None):
     sat within float rounding of zero (Keras and LiteRT add in different
     orders, so one unit's sign may flip) is a boundary tie, counted in the
     result rather than failed: see `sign_ties`. `plans` (from
-    `kbnn.export.plan_model`) say which layers binarize their inputs.
+    `kbnn.export.plan_model`) say which layers binarize their inputs. With
+    `delegate`, LiteRT runs the file with it (see `compare_with_delegate`).
     """
     inputs = np.asarray(inputs, np.float32)
     _require_finite(inputs, "the verification inputs are")
     expected = model.predict(inputs, verbose=0, batch_size=256)
     _require_finite(expected, "Keras outputs are")
     try:
-        actual = run_tflite(tflite_bytes, inputs)
+        actual = (run_tflite(tflite_bytes, inputs) if delegate is None
+                  else run_tflite(tflite_bytes, inputs, delegate=delegate))
     except (RuntimeError, ValueError) as error:
-        raise VerificationError(f"LiteRT could not run the exported model: {error}") from error
+        with_delegate = " with kbnn's delegate" if delegate else ""
+        raise VerificationError(f"LiteRT could not run the exported model{with_delegate}: "
+                                f"{error}") from error
     _require_finite(actual, "LiteRT outputs are")
     rtol, atol = LOGIT_RTOL, LOGIT_ATOL
     tolerance = rtol * np.abs(expected) + atol
@@ -229,6 +240,32 @@ def compare(model, tflite_bytes, inputs, weights="packed", plans=None):
             f"{actual[worst]:.6g}){_GRID_HINT if weights in ('int8', 'int4', 'int2') else ''}."
         )
     return result
+
+
+def compare_with_delegate(model, tflite_bytes, inputs, weights="packed", plans=None):
+    """`compare` with the file run by kbnn's LiteRT delegate; a line saying what was checked.
+
+    Where `kbnn.runtime`'s library is built and claims layers of the file, the
+    outputs it computes must pass `compare`'s rules (VerificationError
+    otherwise). Where the library is not built, or claims nothing (e.g. the
+    float and integer weights modes), nothing is run and the line says so.
+    """
+    try:
+        from kbnn import runtime
+
+        delegate = runtime.load_delegate()
+    except ImportError as error:  # DelegateNotBuiltError: no library in this install
+        first = str(error).split(". ")[0].rstrip(".")
+        return f"kbnn delegate: skipped, its library is not built ({first})"
+    except (OSError, ValueError) as error:  # a library LiteRT cannot load
+        return f"kbnn delegate: skipped, LiteRT could not load its library ({error})"
+    _interpreter(tflite_bytes, delegate=delegate)  # the delegate claims while it prepares
+    claimed = runtime.claimed_layers(delegate)
+    if claimed == 0:
+        return "kbnn delegate: skipped, it claims no layer of this file"
+    verification = compare(model, tflite_bytes, inputs, weights, plans, delegate=delegate)
+    return (f"kbnn delegate ({claimed} layer{'s' if claimed > 1 else ''} claimed, kernels "
+            f"{runtime.kernels_name()}): {verification}")
 
 
 def sign_ties(model, inputs, plans=None, weights="packed", litert_outputs=None):
