@@ -22,7 +22,7 @@ from kbnn.files import exit_on_sigterm
 from kbnn.train.fit import TrainingError
 from kbnn.train.run import check_output, default_out, train_and_save
 from kbnn.train.settings import SettingError, Settings
-from kbnn.train.strategy import DISTRIBUTE_CHOICES
+from kbnn.train.strategy import DISTRIBUTE_CHOICES, is_chief, make_strategy
 from kbnn.zoo.spec import add_cli_options, cli_model_args
 
 __all__ = ["main"]
@@ -151,8 +151,9 @@ def main(argv=None):
             print("nothing written.", file=sys.stderr)
             return EXIT_ERROR
     accuracy = record["test_accuracy"]  # None if it was not a number
+    chief = args.distribute != "multi_worker" or is_chief(make_strategy("multi_worker"))
     print(f"{record['name']}: test accuracy "
           f"{'n/a' if accuracy is None else f'{100 * accuracy:.2f}%'} "
           f"(best epoch {record['best_epoch']}/{args.epochs}); "
-          f"wrote {record['out']}.keras/.json/.png")
+          f"{'wrote' if chief else 'the chief writes'} {record['out']}.keras/.json/.png")
     return 0

@@ -21,8 +21,9 @@ import tensorflow as tf
 from kbnn import optimizers, zoo
 from kbnn.distill import Distiller
 from kbnn.layers import set_compute
+from kbnn.train import multi_worker
 from kbnn.train.callbacks import EpochTimer, KeepBest, StopOnNaN
-from kbnn.train.strategy import make_strategy
+from kbnn.train.strategy import is_multi_worker, make_strategy
 
 __all__ = ["STEPS_PER_EXECUTION", "Fitted", "TrainingDiverged", "TrainingError", "augment",
            "as_model", "compile_model", "fit_model", "inference_copy", "load_weights_from"]
@@ -115,8 +116,12 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
     callbacks = [nan, timer] if val is None else [nan, timer, best]
     if ema is not None:  # first, so validation and KeepBest see the averaged weights
         callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
-                        verbose=verbose, shuffle=False)  # the dataset shuffles itself
+    if is_multi_worker(strategy):  # Keras' fit cannot train there (keras-team/keras#20585)
+        history = multi_worker.fit(model, strategy, train, val, epochs=epochs,
+                                   callbacks=callbacks, verbose=verbose)
+    else:
+        history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
+                            verbose=verbose, shuffle=False)  # the dataset shuffles itself
     if nan.stopped_at is not None:
         epoch, batch = nan.stopped_at
         raise TrainingDiverged(

@@ -18,10 +18,11 @@ from kbnn import zoo
 from kbnn.data import load_fashion_mnist
 from kbnn.distill import with_teacher_logits
 from kbnn.files import check_replaceable, remove_stale_partials, staged_outputs
+from kbnn.train import multi_worker
 from kbnn.train.fit import TrainingError, as_model, augment, fit_model, inference_copy
 from kbnn.train.record import dumps, plot_curves, run_record, training_record
 from kbnn.train.settings import Settings
-from kbnn.train.strategy import is_chief, make_strategy
+from kbnn.train.strategy import is_chief, is_multi_worker, make_strategy
 
 __all__ = ["OUTPUT_SUFFIXES", "check_output", "default_out", "train_and_save"]
 
@@ -65,7 +66,8 @@ def train_and_save(builder, model_args, out=None, *, verbose=1, **settings):
         alpha=settings.alpha, temperature=settings.temperature, init=settings.init,
         ema=settings.ema, steps_per_execution=settings.steps_per_execution,
         precision=settings.precision, verbose=verbose)
-    evaluation = fitted.model.evaluate(test, verbose=0)
+    evaluation = multi_worker.evaluate(fitted.model, strategy, test) \
+        if is_multi_worker(strategy) else fitted.model.evaluate(test, verbose=0)
     teacher_name = None if settings.teacher is None else (
         settings.teacher.name if isinstance(settings.teacher, keras.Model)
         else pathlib.Path(settings.teacher).name)

@@ -22,8 +22,6 @@ import math
 import numbers
 import os
 
-import keras
-
 from kbnn.exact_product import COMPUTES
 from kbnn.train.fit import PRECISION, STEPS_PER_EXECUTION
 from kbnn.train.strategy import DISTRIBUTE_CHOICES
@@ -97,11 +95,10 @@ class Settings:
         yield ("distribute", self.distribute is None or self.distribute in DISTRIBUTE_CHOICES
                or not isinstance(self.distribute, str),
                f"use {' or '.join(DISTRIBUTE_CHOICES)} (or a tf.distribute.Strategy).")
-        yield ("distribute", self.distribute != "multi_worker" or _cluster_size() <= 1,
-               f"Keras {keras.__version__}'s fit cannot train across several workers (it "
-               "reduces nested and scalar per-replica values, which MultiWorkerMirrored"
-               "Strategy refuses); train on one machine, with --distribute mirrored for all "
-               "its devices.")
+        yield ("jit_compile", not (self.jit_compile and self.distribute == "multi_worker"
+                                   and _cluster_size() > 1),
+               "kbnn.train's multi-worker loop does not XLA-compile its step; drop --jit "
+               "when training on several workers.")
         yield "shift", _integer(self.shift, 0), "give a shift in pixels >= 0."
         yield ("steps_per_execution", _integer(self.steps_per_execution, 1),
                f"give a number of training steps per call >= 1 (default "
