@@ -92,11 +92,42 @@ __attribute__((target("avx2,popcnt"))) static void avx2_group_popcount(
 
 #define KBNN_CONV_AVX512 __attribute__((target("avx512f,avx512bw,avx512vpopcntdq,avx2,popcnt")))
 
-/* Two groups share each broadcast of the patch word. */
+/* Four (then two) groups share each broadcast of the patch word. */
 KBNN_CONV_AVX512 static void avx512_group_popcount(const uint64_t *x, const uint64_t *w,
                                                    size_t words, size_t groups, int and_op,
                                                    int32_t *out) {
   size_t g = 0;
+  for (; g + 4 <= groups; g += 4) {
+    const uint64_t *w0 = w + g * words * GROUP, *w1 = w0 + words * GROUP,
+                   *w2 = w1 + words * GROUP, *w3 = w2 + words * GROUP;
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < words; ++i) {
+      __m512i xv = _mm512_set1_epi64((long long)x[i]);
+      __m512i v0 = _mm512_loadu_si512((const void *)(w0 + i * GROUP));
+      __m512i v1 = _mm512_loadu_si512((const void *)(w1 + i * GROUP));
+      __m512i v2 = _mm512_loadu_si512((const void *)(w2 + i * GROUP));
+      __m512i v3 = _mm512_loadu_si512((const void *)(w3 + i * GROUP));
+      if (and_op) {
+        v0 = _mm512_and_si512(xv, v0);
+        v1 = _mm512_and_si512(xv, v1);
+        v2 = _mm512_and_si512(xv, v2);
+        v3 = _mm512_and_si512(xv, v3);
+      } else {
+        v0 = _mm512_xor_si512(xv, v0);
+        v1 = _mm512_xor_si512(xv, v1);
+        v2 = _mm512_xor_si512(xv, v2);
+        v3 = _mm512_xor_si512(xv, v3);
+      }
+      a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(v0));
+      a1 = _mm512_add_epi64(a1, _mm512_popcnt_epi64(v1));
+      a2 = _mm512_add_epi64(a2, _mm512_popcnt_epi64(v2));
+      a3 = _mm512_add_epi64(a3, _mm512_popcnt_epi64(v3));
+    }
+    _mm256_storeu_si256((__m256i *)(out + g * GROUP), _mm512_cvtepi64_epi32(a0));
+    _mm256_storeu_si256((__m256i *)(out + (g + 1) * GROUP), _mm512_cvtepi64_epi32(a1));
+    _mm256_storeu_si256((__m256i *)(out + (g + 2) * GROUP), _mm512_cvtepi64_epi32(a2));
+    _mm256_storeu_si256((__m256i *)(out + (g + 3) * GROUP), _mm512_cvtepi64_epi32(a3));
+  }
   for (; g + 2 <= groups; g += 2) {
     const uint64_t *w0 = w + g * words * GROUP, *w1 = w0 + words * GROUP;
     __m512i a0 = _mm512_setzero_si512(), a1 = a0;
@@ -364,6 +395,15 @@ void kbnn_conv_release(kbnn_conv *c) {
 
 static int row_bit(const uint64_t *row, long i) { return (int)((row[i >> 6] >> (i & 63)) & 1); }
 
+/* Bits [start, start + n) of a row (n <= 64, inside the row) as the low bits of a word. */
+static uint64_t row_bits(const uint64_t *row, long start, int n) {
+  long i = start >> 6;
+  int shift = (int)(start & 63);
+  uint64_t v = row[i] >> shift;
+  if (shift && shift + n > 64) v |= row[i + 1] << (64 - shift);
+  return n == 64 ? v : v & ((1ULL << n) - 1);
+}
+
 int kbnn_conv_prepare(kbnn_conv *c, int in_h, int in_w, const uint64_t *w, size_t words,
                       int zero_low, int max_level) {
   kbnn_conv_release(c);
@@ -390,7 +430,12 @@ int kbnn_conv_prepare(kbnn_conv *c, int in_h, int in_w, const uint64_t *w, size_
                          c->xrange);
   if (c->depthwise) return 1; /* sums only valid taps: no corrections */
   c->group_popcount = select_group_popcount(max_level);
-  c->group_words = (int)((kbnn_conv_row_bits(c) + 63) / 64);
+  /* Patches of whole words per tap are copied, not shifted, into place: worth up to a
+   * third more words to count (48 or 96 channels: 9 words per 7 bits' worth). */
+  int packed_words = (int)((kbnn_conv_row_bits(c) + 63) / 64);
+  int aligned_words = c->kh * c->kw * c->pixel_words;
+  c->aligned = 3 * aligned_words <= 4 * packed_words;
+  c->group_words = c->aligned ? aligned_words : packed_words;
   c->groups = (c->out_c + GROUP - 1) / GROUP;
   c->grouped = (uint64_t *)calloc((size_t)c->groups * c->group_words * GROUP + 1,
                                   sizeof(uint64_t));
@@ -399,9 +444,16 @@ int kbnn_conv_prepare(kbnn_conv *c, int in_h, int in_w, const uint64_t *w, size_
     return 0;
   }
   for (int o = 0; o < c->out_c; ++o)
-    for (int i = 0; i < c->group_words; ++i)
-      c->grouped[((size_t)(o / GROUP) * c->group_words + i) * GROUP + o % GROUP] =
-          w[(size_t)o * words + i];
+    for (int i = 0; i < c->group_words; ++i) {
+      const uint64_t *row = w + (size_t)o * words;
+      uint64_t word = row[i];
+      if (c->aligned) { /* channels [64 j, 64 j + 64) of tap t */
+        int t = i / c->pixel_words, j = i % c->pixel_words;
+        int n = c->in_c - 64 * j < 64 ? c->in_c - 64 * j : 64;
+        word = row_bits(row, (long)t * c->in_c + 64L * j, n);
+      }
+      c->grouped[((size_t)(o / GROUP) * c->group_words + i) * GROUP + o % GROUP] = word;
+    }
   /* For each class pair and output channel, what the popcount counts for padded taps
    * (their input bits are 0): +-1 weights: 2 * popcount(w & pad) - padded bits; 0/1
    * weights: popcount(w & pad). dot = counted + corr. */
@@ -468,6 +520,20 @@ static kbnn_v4 lanes_select(kbnn_i4 pick, kbnn_v4 a, kbnn_v4 b) {
 /* cw's steps on one position's n = out_c values, all steps per four lanes. */
 static void finish(const kbnn_conv_weights *cw, float *y, int n) {
   int r = 0;
+  const kbnn_conv_step *s0 = &cw->steps[0], *s1 = &cw->steps[1];
+  if (cw->n_steps == 0) return;
+  if (cw->n_steps == 2 && s0->op == KBNN_STEP_MUL && s0->count == n &&
+      s1->op == KBNN_STEP_ADD && s1->count == n) { /* a folded batch norm */
+    for (; r + 4 <= n; r += 4) {
+      kbnn_v4 v, scale, offset;
+      memcpy(&v, y + r, sizeof v);
+      memcpy(&scale, s0->values + r, sizeof scale);
+      memcpy(&offset, s1->values + r, sizeof offset);
+      v = v * scale;
+      v = v + offset;
+      memcpy(y + r, &v, sizeof v);
+    }
+  }
   for (; r + 4 <= n; r += 4) {
     kbnn_v4 v, c;
     memcpy(&v, y + r, sizeof v);
@@ -569,12 +635,27 @@ static void binary_rows(void *arg, int begin, int end) {
     for (int ox = 0; ox < c->out_w; ++ox) {
       int xc = c->xclass[ox], x0 = c->xrange[2 * xc], x1 = c->xrange[2 * xc + 1];
       int ix0 = ox * c->stride_w - c->pad_left;
-      memset(patch, 0, sizeof(uint64_t) * words);
-      for (int ky = y0; ky < y1; ++ky) {
-        const uint64_t *line = c->pixels + (size_t)(iy0 + ky * c->dil_h) * c->in_w * pw;
-        for (int kx = x0; kx < x1; ++kx)
-          put_bits(patch, words, ((long)ky * c->kw + kx) * c->in_c,
-                   line + (size_t)(ix0 + kx * c->dil_w) * pw, pw);
+      if (c->aligned) { /* tap t in words [t * pw, t * pw + pw); padded taps 0 */
+        uint64_t *dst = patch;
+        for (int ky = 0; ky < c->kh; ++ky)
+          for (int kx = 0; kx < c->kw; ++kx, dst += pw) {
+            if (ky < y0 || ky >= y1 || kx < x0 || kx >= x1) {
+              for (int i = 0; i < pw; ++i) dst[i] = 0;
+            } else {
+              const uint64_t *src =
+                  c->pixels +
+                  ((size_t)(iy0 + ky * c->dil_h) * c->in_w + (size_t)(ix0 + kx * c->dil_w)) * pw;
+              for (int i = 0; i < pw; ++i) dst[i] = src[i];
+            }
+          }
+      } else {
+        memset(patch, 0, sizeof(uint64_t) * words);
+        for (int ky = y0; ky < y1; ++ky) {
+          const uint64_t *line = c->pixels + (size_t)(iy0 + ky * c->dil_h) * c->in_w * pw;
+          for (int kx = x0; kx < x1; ++kx)
+            put_bits(patch, words, ((long)ky * c->kw + kx) * c->in_c,
+                     line + (size_t)(ix0 + kx * c->dil_w) * pw, pw);
+        }
       }
       popcount(patch, c->grouped, words, (size_t)c->groups, cw->zero_low, counts);
       const int32_t *corr = c->corr + ((size_t)yc * c->n_xclass + xc) * c->out_c;

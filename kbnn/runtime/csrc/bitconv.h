@@ -62,6 +62,7 @@ typedef struct kbnn_conv {
   uint64_t *pixels;           /* packed input bits of one image */
   uint64_t *grouped;          /* conv: weights by groups of 8 channels, words interleaved */
   int group_words, groups;
+  int aligned;                /* patch taps start at whole words (pixel_words each) */
   kbnn_group_popcount group_popcount; /* the kernels chosen for this CPU */
   kbnn_pack_signs pack;
 } kbnn_conv;
