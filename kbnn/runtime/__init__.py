@@ -17,8 +17,8 @@
 `kbnn.runtime.Interpreter(model_path=..., num_threads=...)` does the same in one call.
 The file is the one `python -m kbnn.export --tflite` writes, unchanged: builtin
 ops only, so the stock runtime runs it without the delegate, and with it the
-delegate claims each packed layer it recognises (dense layers in this build;
-see `csrc/delegate.c` for the patterns) and leaves everything else to LiteRT.
+delegate claims each packed layer it recognises (dense, conv and depthwise
+layers; see `csrc/delegate.c` for the patterns) and leaves everything else to LiteRT.
 Outputs agree with the stock runtime to float32 rounding.
 
 The delegate is a C shared library built when kbnn is installed (`pip install -e .`,

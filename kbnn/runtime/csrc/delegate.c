@@ -4,7 +4,10 @@
  *
  *   unpack design   BITWISE_XOR(const int32 words, zero) -> BITCAST uint8 -> RESHAPE
  *                   -> CAST int32 -> GATHER(byte table [256, 8]) -> RESHAPE / prefix
- *                   STRIDED_SLICE ... -> FULLY_CONNECTED weights [N, K]
+ *                   STRIDED_SLICE ... -> FULLY_CONNECTED weights [N, K], or CONV_2D filter
+ *                   [O, kh, kw, I] / DEPTHWISE_CONV_2D filter [1, kh, kw, C * M] (any
+ *                   strides, dilation, SAME / VALID, fused RELU / RELU_N1_TO_1 / RELU6;
+ *                   computed by bitconv.c)
  *   xor-popcount    BITWISE_XOR(packed signs [B, 1, W], const int32 words [N, W])
  *                   -> BITCAST uint16 -> CAST int32 -> RESHAPE -> GATHER(const popcount
  *                   table [65536]) -> SUM(last axis) -> MUL(c) -> SUB(k, .)
