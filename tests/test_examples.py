@@ -28,17 +28,21 @@ def test_deploy_tflite_exports_verifies_and_classifies(tiny_fashion_mnist, tmp_p
 
 
 def test_reproduce_study_writes_table_json_and_figures(tiny_fashion_mnist, tmp_path):
-    out = _run("reproduce_study.py", "--hidden", "8", "--epochs", "2", "--data-dir",
-               tiny_fashion_mnist, "--out", tmp_path / "study", cwd=tmp_path)
+    out = _run("reproduce_study.py", "--hidden", "8", "--epochs", "2", "--rounds", "2",
+               "--precision", "bfloat16", "--data-dir", tiny_fashion_mnist,
+               "--out", tmp_path / "study", cwd=tmp_path)
     results = json.loads((tmp_path / "study" / "study.json").read_text())
-    assert [(r["hidden"], r["kind"]) for r in results] == [
-        (8, "float"), (8, "deterministic"), (8, "stochastic")]
+    # Rounds run in alternating order (seeds 0, 1) and are listed per configuration.
+    assert [(r["hidden"], r["kind"], r["round"], r["seed"]) for r in results] == [
+        (8, kind, n, n) for kind in ("float", "deterministic", "stochastic") for n in (0, 1)]
     for r in results:
         assert len(r["epoch_seconds"]) == len(r["test_accuracy"]) == 2
-        assert (r["lr"], r["seed"]) == (0.001, 0)
-        assert r["peak_rss_mb"] >= r["rss_before_fit_mb"] > 100
+        assert r["lr"] == 0.001 and r["precision"] == "bfloat16"
+        assert r["steps_per_execution"] == 50
+        assert r["peak_rss_mb"] >= r["rss_before_fit_mb"] > 100 and r["training_mb"] >= 0
     table = (tmp_path / "study" / "study.md").read_text()
-    assert table.count("| 784-8-10 |") == 3 and "| 1.00 | 1.00 |" in table
+    assert table.count("| 784-8-10 |") == 3 and "| 1.00 | 1.00, 1.00 | 1.00 | 1.00 |" in table
+    assert "2 rounds (seeds 0..1) in alternating order" in table
     for name in ("error_vs_epoch.png", "time_per_epoch.png", "memory.png"):
         assert (tmp_path / "study" / name).read_bytes()[:4] == b"\x89PNG"
     assert "wrote" in out
@@ -55,7 +59,7 @@ def test_reproduce_study_replot_compares_median_epoch_times(tmp_path):
          cwd=tmp_path)
     table = (tmp_path / "re" / "study.md").read_text()
     assert "4 epochs, batch 100, Adam 0.001, seed 0," in table  # defaults: the rows lack lr/seed
-    assert "| 784-8-10 | float | 9.0 | 4.00 | 35.33 | 1,000 |" in table
-    assert "| 784-8-10 | deterministic | 9.0 | 3.00 | 3.67 | 900 |" in table
-    assert table.rstrip().endswith("| 0.75 | 0.90 |")
+    assert "| 784-8-10 | float | 9.0 | 4.00 | 35.33 | 1,000 | n/a |" in table
+    assert "| 784-8-10 | deterministic | 9.0 | 3.00 | 3.67 | 900 | n/a |" in table
+    assert table.rstrip().endswith("| 0.75 | 0.75 | 0.90 | n/a |")  # no training memory then
     assert json.loads((tmp_path / "re" / "study.json").read_text()) == results

@@ -401,3 +401,56 @@ def test_multi_worker_training_is_refused_before_any_work(
     assert "--distribute multi_worker: Keras" in capsys.readouterr().err
     monkeypatch.delenv("TF_CONFIG")
     assert train.Settings(distribute="multi_worker").distribute == "multi_worker"
+
+
+def test_steps_per_execution_and_precision_reach_the_model_and_the_record(
+        tmp_path, tiny_fashion_mnist):
+    record = train.train_and_save(
+        "bnn_mlp", {"hidden_units": (16,)}, tmp_path / "m", epochs=1, batch_size=20,
+        data_dir=tiny_fashion_mnist, validation_size=50, steps_per_execution=3,
+        precision="bfloat16", verbose=0)
+    assert record["training"]["steps_per_execution"] == 3
+    assert record["training"]["precision"] == "bfloat16"
+    model = keras.models.load_model(tmp_path / "m.keras")
+    assert [layer.compute for layer in model.layers if hasattr(layer, "compute")] == \
+        ["bfloat16", "bfloat16"]
+    assert train.Settings().steps_per_execution == 50
+    assert train.Settings().precision == "float32"
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--steps-per-execution", "0"], "--steps-per-execution 0: give a number of training "
+                                     "steps per call >= 1"),
+    (["--precision", "float16"], "argument --precision: invalid choice: 'float16'"),
+])
+def test_bad_step_options_exit_2_naming_them(options, message, tmp_path, tiny_fashion_mnist,
+                                            monkeypatch, capsys):
+    monkeypatch.setattr(cli, "train_and_save", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["bnn_mlp", *options, "--data-dir", str(tiny_fashion_mnist),
+                    "--out", str(tmp_path / "m")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_training_memory_is_what_fit_adds_to_the_process():
+    from kbnn.train.callbacks import TrainingMemory
+
+    held = []
+
+    class Allocate(keras.callbacks.Callback):  # 300 MiB held from the first batch to the end
+        def on_train_batch_end(self, batch, logs=None):
+            if not held:
+                held.append(np.ones(300 * 2**20, np.uint8))
+
+        def on_train_end(self, logs=None):
+            held.clear()
+
+    model = zoo.float_mlp((8,))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    memory = TrainingMemory()
+    model.fit(np.zeros((40, 28, 28, 1), "float32"), np.zeros(40, "int32"), batch_size=10,
+              callbacks=[Allocate(), memory], verbose=0)
+    assert 300 <= memory.training_mb < 1000
+    assert memory.peak_mb == pytest.approx(memory.before_mb + memory.training_mb)
