@@ -11,11 +11,13 @@ import time
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import kbnn  # noqa: F401  (registers kbnn's layers for load_model)
 from fakes import write_fashion_mnist
-from kbnn.train import multi_worker
+from kbnn import train
+from kbnn.train import cli, multi_worker
 
 # Runs `python -m kbnn.train ARGS` in a worker, saving its model's weights before and
 # after `kbnn.train.multi_worker.fit` to WEIGHTS (an .npz file).
@@ -38,33 +40,42 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_steps_as_model_fit_on_two_replicas_and_skips_a_batch_too_small_to_split(
-        mirrored_strategy):
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_the_loop_steps_and_calls_back_as_model_fit(replicas, mirrored_strategy):
+    strategy = mirrored_strategy if replicas == 2 else tf.distribute.get_strategy()
     rng = np.random.default_rng(0)
     x, y = rng.random((41, 28, 28, 1), "float32"), np.arange(41) % 10
     batches = lambda n: tf.data.Dataset.from_tensor_slices((x[:n], y[:n])).batch(20)
 
     def train(ours):
         keras.utils.set_random_seed(1)
-        with mirrored_strategy.scope():
+        with strategy.scope():
             model = kbnn.zoo.bnn_mlp((16,), input_dropout=0.0, dropout=0.0)
-            model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True), metrics=["accuracy"])
-        if ours:  # its last batch (one example) would leave a replica without any: skipped
-            history = multi_worker.fit(model, mirrored_strategy, batches(41), epochs=2,
-                                       verbose=0)
+            model.compile(keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.5),
+                          keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          metrics=["accuracy"])
+        # The validation and the result use the averaged weights, as kbnn.train's --ema.
+        callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
+        if ours:  # on two replicas, a last batch of one example (41) is skipped
+            history = multi_worker.fit(model, strategy, batches(39 + replicas), batches(40),
+                                       epochs=2, callbacks=callbacks, verbose=0)
         else:
-            history = model.fit(batches(40), epochs=2, verbose=0, shuffle=False)
+            history = model.fit(batches(40), validation_data=batches(40), epochs=2,
+                                callbacks=callbacks, verbose=0, shuffle=False)
         return model, history.history
 
     (ours, our_history), (keras_model, keras_history) = train(True), train(False)
-    for key in ("loss", "accuracy"):
+    # Batch normalization's moving statistics are per replica in Model.fit (it keeps the
+    # first replica's) and averaged over replicas here: with two, validation differs.
+    keys = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if replicas == 1 else [])
+    for key in keys:
         np.testing.assert_allclose(our_history[key], keras_history[key], rtol=1e-5)
-    for a, b in zip(ours.trainable_weights, keras_model.trainable_weights):
+    weights = "weights" if replicas == 1 else "trainable_weights"
+    for a, b in zip(getattr(ours, weights), getattr(keras_model, weights)):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
-    # Evaluation counts every example, the replica without any adding nothing.
+    # Evaluation counts every example, a replica without any adding nothing.
     logits = ours(x, training=False)
-    loss, accuracy = multi_worker.evaluate(ours, mirrored_strategy, batches(41))
+    loss, accuracy = multi_worker.evaluate(ours, strategy, batches(41))
     assert accuracy == np.mean(np.argmax(logits, -1) == y)
     np.testing.assert_allclose(loss, np.mean(keras.losses.sparse_categorical_crossentropy(
         y, logits, from_logits=True)), rtol=1e-5)
@@ -139,3 +150,17 @@ def test_two_workers_train_the_same_weights_and_only_the_chief_writes(tmp_path):
     assert record["training"]["distribute"] == "multi_worker"
     assert len(record["history"]["loss"]) == 1 and np.isfinite(record["history"]["loss"]).all()
     assert 0 <= record["test_accuracy"] <= 1
+
+
+def test_several_workers_are_accepted_but_not_with_jit(tmp_path, tiny_fashion_mnist,
+                                                       monkeypatch, capsys):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+        "task": {"type": "worker", "index": 0}}))
+    assert train.Settings(distribute="multi_worker").distribute == "multi_worker"
+    monkeypatch.setattr(cli, "train_and_save", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["bnn_mlp", "--distribute", "multi_worker", "--jit", "--data-dir",
+                    str(tiny_fashion_mnist), "--out", str(tmp_path / "m")])
+    assert exit_.value.code == 2
+    assert "--jit True: kbnn.train's multi-worker loop" in capsys.readouterr().err

@@ -65,12 +65,15 @@ def fit(model, strategy, train, val=None, *, epochs, callbacks=(), verbose=1):
             if model.stop_training:
                 break
         average_statistics()  # validation, callbacks and the result see one model
-        if val_batches is not None and not model.stop_training:
+        if val_batches is not None:
+            callbacks.on_test_begin()  # e.g. SwapEMAWeights validates the averaged weights
             val_logs = _logs(_summed(val_step, val_batches))
+            callbacks.on_test_end(val_logs)
             logs = {**logs, **{f"val_{name}": value for name, value in val_logs.items()}}
         callbacks.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
+    model.optimizer.finalize_variable_values(model.trainable_weights)  # as Model.fit
     callbacks.on_train_end(logs)
     return model.history
 
@@ -145,7 +148,10 @@ def _replica_average(strategy, variables):
 
     def on_replica():
         context = tf.distribute.get_replica_context()
-        means = context.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in variables])
+        # Read through tf.identity: a read of a variable has no device, which a
+        # collective needs (MultiWorkerMirroredStrategy: "destinations can not be empty").
+        values = [tf.identity(variable.value) for variable in variables]
+        means = context.all_reduce(tf.distribute.ReduceOp.MEAN, values)
         for variable, mean in zip(variables, means):
             variable.assign(mean)
 
