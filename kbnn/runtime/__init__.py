@@ -19,7 +19,9 @@ The file is the one `python -m kbnn.export --tflite` writes, unchanged: builtin
 ops only, so the stock runtime runs it without the delegate, and with it the
 delegate claims each packed layer it recognises (dense, conv and depthwise
 layers; see `csrc/delegate.c` for the patterns) and leaves everything else to LiteRT.
-Outputs agree with the stock runtime to float32 rounding.
+Outputs agree with the stock runtime to float32 rounding (bit for bit on the released
+models), and `python -m kbnn.export --tflite` also verifies a file with the delegate
+when this library is built.
 
 The delegate is a C shared library built when kbnn is installed (`pip install -e .`,
 a C compiler is all it needs). Apps that bundle LiteRT load the same library
