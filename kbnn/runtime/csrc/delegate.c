@@ -32,6 +32,10 @@
  * them; then the same float operations as the stock graph, in its order (the build
  * turns off FMA contraction so they round the same). Outputs are bit-identical to the
  * stock runtime's wherever it sums in input order (checked on the released models).
+ * Where a real-valued dense layer's output is read only as signs by the next layer (the
+ * first layer of an MLP), the sign path decides each row's sign from integer sums and a
+ * proven bound on that float32 sum, and sums in input order only the rows the bound
+ * leaves open (see run_sign_path): the same signs, several times faster.
  */
 #define _POSIX_C_SOURCE 200112L
 #include "delegate.h"
