@@ -446,11 +446,13 @@ int kbnn_conv_prepare(kbnn_conv *c, int in_h, int in_w, const uint64_t *w, size_
   for (int o = 0; o < c->out_c; ++o)
     for (int i = 0; i < c->group_words; ++i) {
       const uint64_t *row = w + (size_t)o * words;
-      uint64_t word = row[i];
+      uint64_t word;
       if (c->aligned) { /* channels [64 j, 64 j + 64) of tap t */
         int t = i / c->pixel_words, j = i % c->pixel_words;
         int n = c->in_c - 64 * j < 64 ? c->in_c - 64 * j : 64;
         word = row_bits(row, (long)t * c->in_c + 64L * j, n);
+      } else {
+        word = row[i]; /* i < ceil(k / 64) <= words */
       }
       c->grouped[((size_t)(o / GROUP) * c->group_words + i) * GROUP + o % GROUP] = word;
     }
