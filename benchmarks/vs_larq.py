@@ -123,11 +123,11 @@ def larq_python(path):
     return python
 
 
-def run(python, impl, kind, model, data, args, seed, size, env):
-    print(f"  {model} {impl} {kind} (seed {seed}) ...", flush=True)
+def run(python, impl, kind, precision, model, data, args, seed, size, env):
+    print(f"  {model} {impl} {kind} {precision} (seed {seed}) ...", flush=True)
     done = subprocess.run(
         [str(python), "-c", WORKER, impl, kind, model, data, str(args.epochs),
-         str(args.batch_size), str(args.lr), str(seed), str(size), args.precision],
+         str(args.batch_size), str(args.lr), str(seed), str(size), precision],
         capture_output=True, text=True, env=env)
     if done.returncode != 0:
         sys.exit(f"{model} {impl} {kind} failed:\n{done.stderr[-3000:]}")
@@ -179,16 +179,23 @@ def report(model, runs, args, size):
     print(f"\n{model}: {args.epochs} epochs of {what}, batch {args.batch_size}, Adam "
           f"{args.lr}, kbnn precision {args.precision}, {args.rounds} round(s): medians "
           f"(accuracy: mean)")
-    print(f"{'':<12} {'first epoch s':>13} {'s/epoch':>8} {'test acc':>9} {'peak RSS MiB':>13} "
+    print(f"{'':<18} {'first epoch s':>13} {'s/epoch':>8} {'test acc':>9} {'peak RSS MiB':>13} "
           f"{'training MiB':>13}")
     for row, s in summary.items():
-        print(f"{row:<12} {s['first']:>13.1f} {s['steady']:>8.2f} {100 * s['accuracy']:>8.2f}% "
+        print(f"{row:<18} {s['first']:>13.1f} {s['steady']:>8.2f} {100 * s['accuracy']:>8.2f}% "
               f"{s['rss']:>13,.0f} {s['training']:>13,.1f}")
     for label, top, bottom, name in RATIOS:
         if top in runs and bottom in runs:
             rounds = [measure(a, name) / measure(b, name)
                       for a, b in zip(runs[top], runs[bottom])]
             print(f"{label:<40} {summary[top][name] / summary[bottom][name]:5.2f}   rounds: "
+                  + ", ".join(f"{r:.2f}" for r in rounds))
+    for row in runs:
+        if row.startswith("kbnn bnn ") and "kbnn float" in runs:  # another precision
+            rounds = [steady(a["epoch_seconds"]) / steady(b["epoch_seconds"])
+                      for a, b in zip(runs[row], runs["kbnn float"])]
+            print(f"{row + ' / kbnn float, s/epoch':<40} "
+                  f"{summary[row]['steady'] / summary['kbnn float']['steady']:5.2f}   rounds: "
                   + ", ".join(f"{r:.2f}" for r in rounds))
     if "kbnn bnn" in runs and "larq bnn" in runs:
         print(f"{'kbnn BNN - Larq BNN, test accuracy':<40} "
@@ -214,6 +221,8 @@ def main():
                              "alternating order, and report medians and each round's ratios")
     parser.add_argument("--precision", choices=COMPUTES, default=PRECISION,
                         help="kbnn's forward product of binary x binary layers")
+    parser.add_argument("--also-precision", choices=COMPUTES,
+                        help="add a kbnn BNN row with this precision (row 'kbnn bnn <it>')")
     parser.add_argument("--cnn-train-size", type=int, default=6000,
                         help="training images per CNN epoch (a CNN epoch is long on a CPU)")
     parser.add_argument("--larq-python", default=os.environ.get("KBNN_LARQ_PYTHON"),
@@ -247,14 +256,17 @@ def main():
         runners["kbnn"] = (sys.executable, args.data_dir, env)
         for model in args.models:
             size = args.cnn_train_size if model == "cnn" else 60000
-            rows = [(impl, kind) for impl in runners for kind in ("bnn", "float")
-                    if not (impl == "larq" and model == "cnn")]
-            runs = {f"{impl} {kind}": [] for impl, kind in rows}
+            rows = [(impl, kind, args.precision, f"{impl} {kind}") for impl in runners
+                    for kind in ("bnn", "float") if not (impl == "larq" and model == "cnn")]
+            if args.also_precision and args.also_precision != args.precision:
+                rows.append(("kbnn", "bnn", args.also_precision,
+                             f"kbnn bnn {args.also_precision}"))
+            runs = {row: [] for *_, row in rows}
             for seed in range(args.rounds):
-                for impl, kind in rows if seed % 2 == 0 else reversed(rows):
+                for impl, kind, precision, row in rows if seed % 2 == 0 else reversed(rows):
                     python, data, run_env = runners[impl]
-                    runs[f"{impl} {kind}"].append(
-                        run(python, impl, kind, model, data, args, seed, size, run_env))
+                    runs[row].append(run(python, impl, kind, precision, model, data, args,
+                                         seed, size, run_env))
             results[model] = {"runs": runs, "summary": report(model, runs, args, size)}
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
