@@ -383,26 +383,6 @@ def test_curves_follow_the_chain_of_cycles_and_replot_from_the_json(tmp_path):
         "bnn_cnn_deterministic.json", "bnn_cnn_deterministic.png", "runs"]
 
 
-
-def test_multi_worker_training_is_refused_before_any_work(
-        tmp_path, tiny_fashion_mnist, monkeypatch, capsys):
-    # Keras 3.15's fit fails under MultiWorkerMirroredStrategy with two workers (checked with
-    # two processes on 127.0.0.1 and a one-layer model): its symbolic build reduces the (x, y)
-    # batch as one nest and its metrics reduce scalars along axis 0, both refused by the
-    # strategy. So the option says so at once instead of failing after loading the data.
-    monkeypatch.setattr(cli, "train_and_save", lambda *a, **k: pytest.fail("trained"))
-    monkeypatch.setenv("TF_CONFIG", json.dumps({
-        "cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
-        "task": {"type": "worker", "index": 0}}))
-    with pytest.raises(SystemExit) as exit_:
-        train.main(["bnn_mlp", "--distribute", "multi_worker", "--data-dir",
-                    str(tiny_fashion_mnist), "--out", str(tmp_path / "m")])
-    assert exit_.value.code == 2
-    assert "--distribute multi_worker: Keras" in capsys.readouterr().err
-    monkeypatch.delenv("TF_CONFIG")
-    assert train.Settings(distribute="multi_worker").distribute == "multi_worker"
-
-
 def test_steps_per_execution_and_precision_reach_the_model_and_the_record(
         tmp_path, tiny_fashion_mnist):
     record = train.train_and_save(

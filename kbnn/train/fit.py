@@ -91,8 +91,9 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
     steadies the signs of latent weights that hover around zero. A loss that
     becomes NaN or infinite stops the training (Keras' `TerminateOnNaN`) and
     raises `TrainingDiverged`. `steps_per_execution` training steps run per
-    call (`compile_model`; 1 on several replicas); `precision` is the `compute` of the binary layers
-    ("float32" or "bfloat16", bit-identical results; `kbnn.layers.set_compute`).
+    call (`compile_model`; 1 on several replicas of one process); `precision` is the
+    `compute` of the binary layers ("float32" or "bfloat16", bit-identical results;
+    `kbnn.layers.set_compute`).
     """
     steps = int(train.cardinality())
     if steps == 0:
@@ -106,9 +107,10 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
         if teacher is not None:
             model = Distiller(student, as_model(teacher), alpha=alpha, temperature=temperature)
         schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps)
-        if strategy.num_replicas_in_sync > 1:
+        if strategy.num_replicas_in_sync > 1 and not is_multi_worker(strategy):
             # Keras 3.15's multi-step loop fails on several replicas (an unfed
             # placeholder in its while loop, float models too): one step a call.
+            # kbnn.train.multi_worker's loop runs several.
             steps_per_execution = 1
         compile_model(model, schedule, ema=ema, jit_compile=jit_compile,
                       steps_per_execution=steps_per_execution)

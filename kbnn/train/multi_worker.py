@@ -47,7 +47,9 @@ def fit(model, strategy, train, val=None, *, epochs, callbacks=(), verbose=1):
     val_batches = _distribute(strategy, val)
     with strategy.scope():  # its slots are distributed variables, made before the steps
         model.optimizer.build(model.trainable_variables)
-    train_step, val_step = _step(strategy, model, training=True), _step(strategy, model)
+    steps = getattr(model, "steps_per_execution", 1)  # batches per call, as compiled
+    train_step = _step(strategy, model, training=True, steps=steps)
+    val_step = _step(strategy, model, steps=steps)
     average_statistics = _replica_average(strategy, model.non_trainable_weights)
     callbacks = keras.callbacks.CallbackList(
         list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
@@ -56,13 +58,15 @@ def fit(model, strategy, train, val=None, *, epochs, callbacks=(), verbose=1):
     callbacks.on_train_begin()
     for epoch in range(epochs):
         callbacks.on_epoch_begin(epoch)
-        sums = np.zeros(3)
-        for step, batch in enumerate(train_batches):
-            callbacks.on_train_batch_begin(step)
-            sums += train_step(batch)
-            logs = _logs(sums)
-            callbacks.on_train_batch_end(step, logs)
-            if model.stop_training:
+        batches, sums, done = iter(train_batches), np.zeros(3), 0
+        while not model.stop_training:
+            callbacks.on_train_batch_begin(done)
+            added, taken = train_step(batches)
+            if taken:
+                sums, done = sums + added, done + taken
+                logs = _logs(sums)
+                callbacks.on_train_batch_end(done - 1, logs)
+            if taken < steps:
                 break
         average_statistics()  # validation, callbacks and the result see one model
         if val_batches is not None:
@@ -81,7 +85,8 @@ def fit(model, strategy, train, val=None, *, epochs, callbacks=(), verbose=1):
 def evaluate(model, strategy, dataset):
     """[loss, accuracy] of `model` over `dataset`, as `Model.evaluate` returns them,
     with the batches split between the replicas of `strategy`."""
-    logs = _logs(_summed(_step(strategy, model), _distribute(strategy, dataset)))
+    steps = getattr(model, "steps_per_execution", 1)
+    logs = _logs(_summed(_step(strategy, model, steps=steps), _distribute(strategy, dataset)))
     return [logs["loss"], logs["accuracy"]]
 
 
@@ -96,7 +101,12 @@ def _distribute(strategy, dataset):
 
 
 def _summed(step, batches):
-    return sum((step(batch) for batch in batches), np.zeros(3))
+    """The sums of `step` over all `batches`."""
+    batches, sums, taken = iter(batches), np.zeros(3), None
+    while taken is None or taken == step.steps:
+        added, taken = step(batches)
+        sums += added
+    return sums
 
 
 def _logs(sums):
@@ -104,12 +114,14 @@ def _logs(sums):
     return {"loss": loss / max(count, 1), "accuracy": correct / max(count, 1)}
 
 
-def _step(strategy, model, *, training=False):
-    """A tf.function of a global batch: its (loss sum, correct, examples) over all replicas.
+def _step(strategy, model, *, training=False, steps=1):
+    """A function of an iterator of global batches that runs up to `steps` of them in one
+    tf.function call: their (loss sum, correct, examples) over all replicas, and how many
+    it ran (fewer than `steps` at the end of the data).
 
-    With `training`, it also takes one optimizer step. Keras' `compute_loss` divides a
-    replica's mean loss by the number of replicas and its optimizer, called in a replica
-    context, all-reduces (sums) the gradients: the mean gradient of the global batch.
+    With `training`, each is one optimizer step. Keras' `compute_loss` divides a replica's
+    mean loss by the number of replicas and its optimizer, called in a replica context,
+    all-reduces (sums) the gradients: the mean gradient of the global batch.
     """
     replicas = strategy.num_replicas_in_sync
 
@@ -127,13 +139,25 @@ def _step(strategy, model, *, training=False):
         loss = tf.where(count > 0, tf.cast(loss, "float32") * replicas * count, 0.0)
         return tf.stack([loss, correct, count])  # a replica without examples adds 0
 
-    @tf.function(reduce_retracing=True)
-    def step(batch):
-        x, y = batch
-        sums = strategy.run(on_replica, args=(x, y))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
+    @tf.function
+    def run(iterator):
+        sums, taken = tf.zeros(3), tf.constant(0)
+        for _ in tf.range(steps):
+            batch = iterator.get_next_as_optional()  # agreed by all workers
+            if not batch.has_value():
+                break
+            x, y = batch.get_value()
+            sums += strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                    strategy.run(on_replica, args=(x, y)), axis=None)
+            taken += 1
+        return sums, taken
 
-    return lambda batch: step(batch).numpy()
+    def step(iterator):
+        sums, taken = run(iterator)
+        return sums.numpy(), int(taken)
+
+    step.steps = steps
+    return step
 
 
 def _replica_average(strategy, variables):
