@@ -604,6 +604,25 @@ static int all_pm1(const float *x, long n) {
   return 1;
 }
 
+/* Where output (oy, ox) reads: valid taps [y0, y1) x [x0, x1), the input row and column
+ * of tap (0, 0), its class pair (the padding correction's index). */
+typedef struct {
+  int y0, y1, x0, x1, iy0, ix0, cls;
+} conv_at;
+
+static conv_at position(const kbnn_conv *c, int oy, int ox) {
+  int yc = c->yclass[oy], xc = c->xclass[ox];
+  conv_at q = {c->yrange[2 * yc], c->yrange[2 * yc + 1], c->xrange[2 * xc],
+               c->xrange[2 * xc + 1], oy * c->stride_h - c->pad_top,
+               ox * c->stride_w - c->pad_left, yc * c->n_xclass + xc};
+  return q;
+}
+
+/* The input pixel under tap (ky, kx) of q (a valid tap). */
+static long tap_pixel(const kbnn_conv *c, const conv_at *q, int ky, int kx) {
+  return (long)(q->iy0 + ky * c->dil_h) * c->in_w + (q->ix0 + kx * c->dil_w);
+}
+
 /* ORs `n` words of bits into `dst` starting at bit `at` (dst has `words` words). */
 static void put_bits(uint64_t *dst, size_t words, long at, const uint64_t *src, int n) {
   size_t i0 = (size_t)(at >> 6);
@@ -632,35 +651,30 @@ static void binary_rows(void *arg, int begin, int end) {
   }
   int k = (int)kbnn_conv_row_bits(c), pw = c->pixel_words;
   for (int oy = begin; oy < end; ++oy) {
-    int yc = c->yclass[oy], y0 = c->yrange[2 * yc], y1 = c->yrange[2 * yc + 1];
-    int iy0 = oy * c->stride_h - c->pad_top;
     for (int ox = 0; ox < c->out_w; ++ox) {
-      int xc = c->xclass[ox], x0 = c->xrange[2 * xc], x1 = c->xrange[2 * xc + 1];
-      int ix0 = ox * c->stride_w - c->pad_left;
+      conv_at q = position(c, oy, ox);
       if (c->aligned) { /* tap t in words [t * pw, t * pw + pw); padded taps 0 */
         uint64_t *dst = patch;
         for (int ky = 0; ky < c->kh; ++ky)
           for (int kx = 0; kx < c->kw; ++kx, dst += pw) {
-            if (ky < y0 || ky >= y1 || kx < x0 || kx >= x1) {
+            if (ky < q.y0 || ky >= q.y1 || kx < q.x0 || kx >= q.x1) {
               for (int i = 0; i < pw; ++i) dst[i] = 0;
             } else {
-              const uint64_t *src =
-                  c->pixels +
-                  ((size_t)(iy0 + ky * c->dil_h) * c->in_w + (size_t)(ix0 + kx * c->dil_w)) * pw;
+              const uint64_t *src = c->pixels + (size_t)tap_pixel(c, &q, ky, kx) * pw;
               for (int i = 0; i < pw; ++i) dst[i] = src[i];
             }
           }
       } else {
         memset(patch, 0, sizeof(uint64_t) * words);
-        for (int ky = y0; ky < y1; ++ky) {
-          const uint64_t *line = c->pixels + (size_t)(iy0 + ky * c->dil_h) * c->in_w * pw;
-          for (int kx = x0; kx < x1; ++kx)
+        for (int ky = q.y0; ky < q.y1; ++ky) {
+          const uint64_t *line = c->pixels + (size_t)(q.iy0 + ky * c->dil_h) * c->in_w * pw;
+          for (int kx = q.x0; kx < q.x1; ++kx)
             put_bits(patch, words, ((long)ky * c->kw + kx) * c->in_c,
-                     line + (size_t)(ix0 + kx * c->dil_w) * pw, pw);
+                     line + (size_t)(q.ix0 + kx * c->dil_w) * pw, pw);
         }
       }
       popcount(patch, c->grouped, words, (size_t)c->groups, cw->zero_low, counts);
-      const int32_t *corr = c->corr + ((size_t)yc * c->n_xclass + xc) * c->out_c;
+      const int32_t *corr = c->corr + (size_t)q.cls * c->out_c;
       float *out = job->out + ((size_t)oy * c->out_w + ox) * c->out_c;
       counts_to_floats(counts, corr, cw->ones, k, cw->zero_low, out, c->out_c);
       finish(cw, out, c->out_c);
@@ -686,19 +700,15 @@ static void real_rows(void *arg, int begin, int end) {
     return;
   }
   for (int oy = begin; oy < end; ++oy) {
-    int yc = c->yclass[oy], y0 = c->yrange[2 * yc], y1 = c->yrange[2 * yc + 1];
-    int iy0 = oy * c->stride_h - c->pad_top;
     for (int ox = 0; ox < c->out_w; ++ox) {
-      int xc = c->xclass[ox], x0 = c->xrange[2 * xc], x1 = c->xrange[2 * xc + 1];
-      int ix0 = ox * c->stride_w - c->pad_left;
+      conv_at q = position(c, oy, ox);
       for (int ky = 0; ky < c->kh; ++ky)
         for (int kx = 0; kx < c->kw; ++kx) {
           float *dst = patch + ((long)ky * c->kw + kx) * c->in_c;
-          if (ky < y0 || ky >= y1 || kx < x0 || kx >= x1) {
+          if (ky < q.y0 || ky >= q.y1 || kx < q.x0 || kx >= q.x1) {
             memset(dst, 0, sizeof(float) * (size_t)c->in_c);
           } else {
-            const float *src =
-                job->x + ((long)(iy0 + ky * c->dil_h) * c->in_w + (ix0 + kx * c->dil_w)) * c->in_c;
+            const float *src = job->x + tap_pixel(c, &q, ky, kx) * c->in_c;
             for (int ch = 0; ch < c->in_c; ++ch) dst[ch] = src[ch];
           }
         }
@@ -721,21 +731,18 @@ static void depthwise_rows(void *arg, int begin, int end, int binary) {
   const kbnn_conv *c = cw->c;
   int pw = c->pixel_words, m = c->multiplier;
   for (int oy = begin; oy < end; ++oy) {
-    int yc = c->yclass[oy], y0 = c->yrange[2 * yc], y1 = c->yrange[2 * yc + 1];
-    int iy0 = oy * c->stride_h - c->pad_top;
     for (int ox = 0; ox < c->out_w; ++ox) {
-      int xc = c->xclass[ox], x0 = c->xrange[2 * xc], x1 = c->xrange[2 * xc + 1];
-      int ix0 = ox * c->stride_w - c->pad_left;
+      conv_at q = position(c, oy, ox);
       float *out = job->out + ((size_t)oy * c->out_w + ox) * c->out_c;
       uint64_t valid = 0;
-      for (int ky = y0; ky < y1; ++ky)
-        for (int kx = x0; kx < x1; ++kx) valid |= 1ULL << (ky * c->kw + kx);
+      for (int ky = q.y0; ky < q.y1; ++ky)
+        for (int kx = q.x0; kx < q.x1; ++kx) valid |= 1ULL << (ky * c->kw + kx);
       for (int ch = 0; ch < c->in_c; ++ch) {
         uint64_t xt = 0;
         if (binary)
-          for (int ky = y0; ky < y1; ++ky)
-            for (int kx = x0; kx < x1; ++kx) {
-              long p = (long)(iy0 + ky * c->dil_h) * c->in_w + (ix0 + kx * c->dil_w);
+          for (int ky = q.y0; ky < q.y1; ++ky)
+            for (int kx = q.x0; kx < q.x1; ++kx) {
+              long p = tap_pixel(c, &q, ky, kx);
               xt |= (uint64_t)row_bit(c->pixels + p * pw, ch) << (ky * c->kw + kx);
             }
         for (int j = 0; j < m; ++j) {
@@ -752,10 +759,10 @@ static void depthwise_rows(void *arg, int begin, int end, int binary) {
             out[oc] = (float)dot;
             continue;
           }
-          for (int ky = y0; ky < y1; ++ky)
-            for (int kx = x0; kx < x1; ++kx) {
+          for (int ky = q.y0; ky < q.y1; ++ky)
+            for (int kx = q.x0; kx < q.x1; ++kx) {
               int t = ky * c->kw + kx;
-              long p = (long)(iy0 + ky * c->dil_h) * c->in_w + (ix0 + kx * c->dil_w);
+              long p = tap_pixel(c, &q, ky, kx);
               float level = (wt >> t) & 1 ? 1.0f : (cw->zero_low ? 0.0f : -1.0f);
               float v = binary ? ((xt >> t) & 1 ? 1.0f : -1.0f) : job->x[p * c->in_c + ch];
               acc = acc + v * level;

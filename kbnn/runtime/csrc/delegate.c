@@ -288,6 +288,26 @@ static int table_levels(TfLiteContext *ctx, const graph_index *g, int table) {
   return producer_op(ctx, g, bits, &node) == kTfLiteBuiltinCast ? 0 : -1;
 }
 
+/* The FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D node `index` of l (l->rows outputs)
+ * reading unpacked weights t: its constant bias (if any), its float output, the tail. */
+static int claim_kernel_node(TfLiteContext *ctx, const graph_index *g, int index,
+                             TfLiteNode *node, int t, kbnn_layer *l) {
+  int bias = node_input(node, 2);
+  if (bias >= 0) {
+    TfLiteTensor *bt = tensor_at(ctx, bias);
+    if (!is_const(bt, kTfLiteFloat32) || numel(bt) != l->rows) DECLINE();
+    l->bias = bt->data.f;
+  }
+  TfLiteTensor *o = tensor_at(ctx, node_output(node));
+  if (!o || o->type != kTfLiteFloat32) DECLINE();
+  l->anchor = index;
+  l->weights = t;
+  l->flatten = -1;
+  add_node(l, index);
+  l->output = match_tail(ctx, g, l, node_output(node));
+  return 1;
+}
+
 /* The CONV_2D / DEPTHWISE_CONV_2D node `index` reading unpacked weights t (count bits in
  * nw words) as its filter, then the tail: computed by bitconv.c. */
 static int match_conv(TfLiteContext *ctx, const graph_index *g, int index, TfLiteNode *node,
@@ -305,21 +325,10 @@ static int match_conv(TfLiteContext *ctx, const graph_index *g, int index, TfLit
   l->rows = l->conv.out_c;
   l->k = (int)k;
   l->input = node_input(node, 0);
-  int bias = node_input(node, 2);
-  if (bias >= 0) {
-    TfLiteTensor *bt = tensor_at(ctx, bias);
-    if (!is_const(bt, kTfLiteFloat32) || numel(bt) != l->rows) DECLINE();
-    l->bias = bt->data.f;
-  }
   TfLiteTensor *o = tensor_at(ctx, node_output(node));
-  if (!o || o->type != kTfLiteFloat32 || rank(o) != 4 || dim(o, 3) != l->rows) DECLINE();
+  if (rank(o) != 4 || dim(o, 3) != l->rows) DECLINE();
   l->conv_op = op;
-  l->anchor = index;
-  l->weights = t;
-  l->flatten = -1;
-  add_node(l, index);
-  l->output = match_tail(ctx, g, l, node_output(node));
-  return 1;
+  return claim_kernel_node(ctx, g, index, node, t, l);
 }
 
 /* The unpack design starting at BITWISE_XOR node `xor_index`. */
@@ -442,20 +451,7 @@ static int match_unpack(TfLiteContext *ctx, const graph_index *g, int xor_index,
   TfLiteTensor *in = tensor_at(ctx, l->input);
   if (!in || in->type != kTfLiteFloat32 || rank(in) < 1 || dim(in, rank(in) - 1) != k) DECLINE();
   if (fp->keep_num_dims && rank(in) != 2) DECLINE();
-  int bias = node_input(node, 2);
-  if (bias >= 0) {
-    TfLiteTensor *bt = tensor_at(ctx, bias);
-    if (!is_const(bt, kTfLiteFloat32) || numel(bt) != n) DECLINE();
-    l->bias = bt->data.f;
-  }
-  o = tensor_at(ctx, node_output(node));
-  if (!o || o->type != kTfLiteFloat32) DECLINE();
-  l->anchor = index;
-  l->weights = t;
-  l->flatten = -1;
-  add_node(l, index);
-  l->output = match_tail(ctx, g, l, node_output(node));
-  return 1;
+  return claim_kernel_node(ctx, g, index, node, t, l);
 }
 
 static int popcount_table_ok(const float *table) {
