@@ -48,7 +48,8 @@ CNN_FILTERS, CNN_DENSE = (48, 96, 192), 256
 WORKER = textwrap.dedent('''
     import json, sys, time
     impl, kind, model_name, data, epochs, batch_size, lr, seed, size, precision = sys.argv[1:11]
-    epochs, batch_size, lr, seed, size = int(epochs), int(batch_size), float(lr), int(seed), int(size)
+    epochs, batch_size, seed, size = int(epochs), int(batch_size), int(seed), int(size)
+    lr = float(lr)
     if impl == "larq":
         import numpy as np
         import tensorflow as tf
