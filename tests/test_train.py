@@ -390,6 +390,7 @@ def test_steps_per_execution_and_precision_reach_the_model_and_the_record(
         data_dir=tiny_fashion_mnist, validation_size=50, steps_per_execution=3,
         precision="bfloat16", verbose=0)
     assert record["training"]["steps_per_execution"] == 3
+    assert 0 < record["training_memory_mb"] < record["peak_memory_mb"]
     assert record["training"]["precision"] == "bfloat16"
     model = keras.models.load_model(tmp_path / "m.keras")
     assert [layer.compute for layer in model.layers if hasattr(layer, "compute")] == \

@@ -22,7 +22,7 @@ from kbnn import optimizers, zoo
 from kbnn.distill import Distiller
 from kbnn.layers import set_compute
 from kbnn.train import multi_worker
-from kbnn.train.callbacks import EpochTimer, KeepBest, StopOnNaN
+from kbnn.train.callbacks import EpochTimer, KeepBest, StopOnNaN, TrainingMemory
 from kbnn.train.strategy import is_multi_worker, make_strategy
 
 __all__ = ["STEPS_PER_EXECUTION", "Fitted", "TrainingDiverged", "TrainingError", "augment",
@@ -37,10 +37,11 @@ STEPS_PER_EXECUTION = 50
 # bit-identical to float32 either way, so the faster one is the default.
 PRECISION = "float32"
 
-Fitted = collections.namedtuple("Fitted", "model history seconds best_epoch")
+Fitted = collections.namedtuple("Fitted", "model history seconds best_epoch training_memory_mb")
 Fitted.__doc__ = """What `fit_model` returns: the trained model (the student when
-distilling), its `keras.callbacks.History`, the seconds of each epoch and the kept
-epoch (1-based)."""
+distilling), its `keras.callbacks.History`, the seconds of each epoch, the kept
+epoch (1-based) and the training memory in MiB (`TrainingMemory`: peak RSS during
+the fit minus RSS before it; None where it cannot be read)."""
 
 
 class TrainingError(RuntimeError):
@@ -114,8 +115,8 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
             steps_per_execution = 1
         compile_model(model, schedule, ema=ema, jit_compile=jit_compile,
                       steps_per_execution=steps_per_execution)
-    timer, best, nan = EpochTimer(), KeepBest(), StopOnNaN()
-    callbacks = [nan, timer] if val is None else [nan, timer, best]
+    timer, best, nan, memory = EpochTimer(), KeepBest(), StopOnNaN(), TrainingMemory()
+    callbacks = [nan, timer, memory] if val is None else [nan, timer, memory, best]
     if ema is not None:  # first, so validation and KeepBest see the averaged weights
         callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if is_multi_worker(strategy):  # Keras' fit cannot train there (keras-team/keras#20585)
@@ -133,7 +134,8 @@ def fit_model(builder, model_args, train, val, *, epochs, lr, distribute=None,
     if student is not model:  # evaluate the student as it is saved: on its own
         with strategy.scope():
             student.compile(loss=model.loss, metrics=["accuracy"])
-    return Fitted(student, history, timer.seconds, epochs if val is None else best.best_epoch)
+    return Fitted(student, history, timer.seconds, epochs if val is None else best.best_epoch,
+                  memory.training_mb)
 
 
 def augment(dataset, flip=True, shift=0, seed=None):

@@ -82,6 +82,7 @@ def run_record(name, model_record, training, fitted, evaluation, out):
         "history": history,
         "epoch_seconds": fitted.seconds,
         "peak_memory_mb": peak_memory_mb(),
+        "training_memory_mb": fitted.training_memory_mb,
         "params_1bit": bits.params_1bit,
         "params_32bit": bits.params_32bit,
         "memory_bytes": bits.memory_bytes,
