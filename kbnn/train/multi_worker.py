@@ -124,6 +124,10 @@ def _step(strategy, model, *, training=False, steps=1):
     all-reduces (sums) the gradients: the mean gradient of the global batch.
     """
     replicas = strategy.num_replicas_in_sync
+    with strategy.scope():  # each replica adds to its own copy; a read sums them
+        sums = tf.Variable(tf.zeros(3), trainable=False,
+                           synchronization=tf.VariableSynchronization.ON_READ,
+                           aggregation=tf.VariableAggregation.SUM)
 
     def on_replica(x, y):
         with tf.GradientTape() as tape:
@@ -137,24 +141,23 @@ def _step(strategy, model, *, training=False, steps=1):
         count = tf.cast(tf.size(labels), "float32")
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(y_pred, -1), labels), "float32"))
         loss = tf.where(count > 0, tf.cast(loss, "float32") * replicas * count, 0.0)
-        return tf.stack([loss, correct, count])  # a replica without examples adds 0
+        sums.assign_add(tf.stack([loss, correct, count]))  # no examples: adds 0
 
     @tf.function
     def run(iterator):
-        sums, taken = tf.zeros(3), tf.constant(0)
+        strategy.run(lambda: sums.assign(tf.zeros(3)))
+        taken = tf.constant(0)
         for _ in tf.range(steps):
             batch = iterator.get_next_as_optional()  # agreed by all workers
             if not batch.has_value():
                 break
-            x, y = batch.get_value()
-            sums += strategy.reduce(tf.distribute.ReduceOp.SUM,
-                                    strategy.run(on_replica, args=(x, y)), axis=None)
+            strategy.run(on_replica, args=batch.get_value())
             taken += 1
-        return sums, taken
+        return sums.read_value(), taken  # one all-reduce a call, not one a step
 
     def step(iterator):
-        sums, taken = run(iterator)
-        return sums.numpy(), int(taken)
+        added, taken = run(iterator)
+        return added.numpy(), int(taken)
 
     step.steps = steps
     return step
