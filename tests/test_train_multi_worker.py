@@ -121,11 +121,14 @@ def test_two_workers_train_the_same_weights_and_only_the_chief_writes(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     workers, logs = [], [tmp_path / f"log{index}" for index in range(2)]
     for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        # Without --out each writes to its models directory, whose default file name
+        # needs a model built before training (the strategy must come first).
+        env = {**os.environ, "KBNN_MODELS_DIR": str(tmp_path / f"models{index}"),
+               "TF_CONFIG": json.dumps(
+                   {"cluster": cluster, "task": {"type": "worker", "index": index}})}
         args = ["bnn_mlp", "--hidden", "16", "--epochs", "1", "--batch-size", "20",
                 "--validation-size", "40", "--data-dir", str(data), "--distribute",
-                "multi_worker", "--out", str(tmp_path / f"out{index}" / "m"), "--quiet"]
+                "multi_worker", "--quiet"]
         with open(logs[index], "w") as log:
             workers.append(subprocess.Popen(
                 [sys.executable, "-c", WORKER, str(tmp_path / f"weights{index}.npz"), *args],
@@ -145,13 +148,14 @@ def test_two_workers_train_the_same_weights_and_only_the_chief_writes(tmp_path):
         np.testing.assert_array_equal(a0, a1)
     assert any(not np.array_equal(b, a) for b, a in zip(before[0], after[0]))
     # Only the chief (worker 0) wrote, and its file holds the trained weights.
-    assert sorted(p.name for p in (tmp_path / "out0").iterdir()) == ["m.json", "m.keras",
-                                                                    "m.png"]
-    assert not (tmp_path / "out1").exists()
-    model = keras.models.load_model(tmp_path / "out0" / "m.keras")
+    name = "bnn_mlp_16_deterministic"
+    assert sorted(p.name for p in (tmp_path / "models0").iterdir()) == [
+        f"{name}.json", f"{name}.keras", f"{name}.png"]
+    assert not (tmp_path / "models1").exists()
+    model = keras.models.load_model(tmp_path / "models0" / f"{name}.keras")
     for ours, theirs in zip(model.get_weights(), after[1]):
         np.testing.assert_array_equal(ours, theirs)
-    record = json.loads((tmp_path / "out0" / "m.json").read_text())
+    record = json.loads((tmp_path / "models0" / f"{name}.json").read_text())
     assert record["training"]["distribute"] == "multi_worker"
     assert len(record["history"]["loss"]) == 1 and np.isfinite(record["history"]["loss"]).all()
     assert 0 <= record["test_accuracy"] <= 1

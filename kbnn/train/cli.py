@@ -114,6 +114,8 @@ def _checked(parser, args):
         Settings(**settings)
     except SettingError as error:
         parser.error(f"{_flag(error.setting)} {error.value}: {error.reason}")
+    if args.distribute == "multi_worker":  # before default_out builds a model: collectives
+        make_strategy("multi_worker")      # are set up as TensorFlow starts (made once)
     try:
         out = check_output(args.out if args.out else default_out(args.model, model_args))
     except OSError as error:
