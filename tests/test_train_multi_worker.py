@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import kbnn  # noqa: F401  (registers kbnn's layers for load_model)
+import kbnn
 from fakes import write_fashion_mnist
 from kbnn import train
 from kbnn.train import cli, multi_worker
@@ -49,7 +49,7 @@ def test_the_loop_steps_and_calls_back_as_model_fit(replicas, steps_per_executio
     x, y = rng.random((41, 28, 28, 1), "float32"), np.arange(41) % 10
     batches = lambda n: tf.data.Dataset.from_tensor_slices((x[:n], y[:n])).batch(20)
 
-    def train(ours):
+    def trained(ours):
         keras.utils.set_random_seed(1)
         with strategy.scope():
             model = kbnn.zoo.bnn_mlp((16,), input_dropout=0.0, dropout=0.0)
@@ -70,7 +70,7 @@ def test_the_loop_steps_and_calls_back_as_model_fit(replicas, steps_per_executio
                                 callbacks=callbacks, verbose=0, shuffle=False)
         return model, history.history
 
-    (ours, our_history), (keras_model, keras_history) = train(True), train(False)
+    (ours, our_history), (keras_model, keras_history) = trained(True), trained(False)
     assert sorted(our_history) == sorted(keras_history)
     keys = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if replicas == 1 else [])
     for key in keys:
