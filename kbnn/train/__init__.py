@@ -17,7 +17,8 @@ The same from Python:
                             epochs=2, data_dir="../shared/data/fashion_mnist")
 
 Modules: `fit` (`fit_model`, the training loop alone), `callbacks`, `strategy`
-(tf.distribute and which process writes), `settings` (the checked training
+(tf.distribute and which process writes), `multi_worker` (the loop that trains on
+several machines, where Keras' `fit` cannot), `settings` (the checked training
 settings), `record` (the JSON record and the curves), `run` (`train_and_save`)
 and `cli` (the command line).
 """
