@@ -5,21 +5,22 @@
  * one row per output channel c * multiplier + m). One image is computed per call:
  *
  *   kbnn_conv c;
- *   if (!kbnn_conv_read(node, builtin, filter, &c)) decline();
- *   kbnn_conv_prepare(&c, in_h, in_w, w, words, zero_low);      // shapes, padding tables
- *   kbnn_conv_weights cw = {&c, &kernels, w, words, ones, zero_low, masks, blocks};
- *   kbnn_conv_image(&cw, pool, x, KBNN_CONV_AUTO, out);      // out: dot products
+ *   if (!kbnn_conv_read(node, builtin, filter, in_channels, &c)) decline();
+ *   kbnn_conv_prepare(&c, in_h, in_w, w, words, zero_low, KBNN_LEVEL_BEST);  // per shape
+ *   kbnn_conv_weights cw = {&c, &kernels, w, words, ones, zero_low, masks, blocks,
+ *                           NULL, 0, {{0}}};                 // + bias / scale / offset steps
+ *   kbnn_conv_image(&cw, pool, x, KBNN_CONV_AUTO, out);      // one image
  *   kbnn_conv_release(&c);
  *
  * +-1 inputs (all values exactly +-1, or the bits y >= 0 of a folded sign) are packed
  * to bits once per image; each output position gathers its patch of bits and the dot
- * products are popcounts. Taps in the zero padding contribute 0: their bits are 0 and a
- * per-position-class correction (computed once per input shape) removes what the
- * popcount counted for them, so the integers are exact. Real-valued inputs are summed
- * as the stock im2col + GEMM sums them (in patch order, zeros for the padding, one
- * float32 rounding per tap; depthwise: valid taps in order, from a zero bias, which the
- * delegate requires of a depthwise layer), so the results are bit-identical to the stock
- * kernels'.
+ * products are popcounts against the weights regrouped by 8 channels. Taps in the zero
+ * padding contribute 0: their bits are 0 and a per-position-class correction (computed
+ * once per input shape) removes what the popcount counted for them, so the integers are
+ * exact. Real-valued inputs are summed as the stock im2col + GEMM sums them (in patch
+ * order, zeros for the padding, one float32 rounding per tap; depthwise: valid taps in
+ * order from the bias, as the stock depthwise kernel), so the results are bit-identical
+ * to the stock kernels' (checked on the released CNNs and the random models).
  */
 #ifndef KBNN_BITCONV_H_
 #define KBNN_BITCONV_H_
