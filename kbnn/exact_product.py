@@ -23,7 +23,9 @@ Two things follow, and this module does both:
 array([600., 600., 600.], dtype=float32)
 
 The layers choose with their `compute` argument ("float32", the default, or
-"bfloat16"); see `kbnn.layers`.
+"bfloat16"); see `kbnn.layers`. Whether bfloat16 is faster depends on the
+shapes: the chunks cost transposes and a float32 sum, which pay off on wide
+convolutions and not on a small dense layer (`benchmarks/memory.py` times both).
 """
 
 import tensorflow as tf
