@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-__all__ = ["Distiller", "distillation_loss", "with_teacher_logits"]
+__all__ = ["DistillationLoss", "Distiller", "distillation_loss", "with_teacher_logits"]
 
 
 def distillation_loss(teacher_logits, student_logits, temperature):
@@ -38,11 +38,38 @@ def distillation_loss(teacher_logits, student_logits, temperature):
 
     The T^2 factor keeps the gradient scale independent of the temperature.
     """
-    teacher = ops.softmax(ops.divide(teacher_logits, temperature), axis=-1)
-    log_teacher = ops.log_softmax(ops.divide(teacher_logits, temperature), axis=-1)
-    log_student = ops.log_softmax(ops.divide(student_logits, temperature), axis=-1)
-    kl = ops.sum(teacher * (log_teacher - log_student), axis=-1)
-    return ops.mean(kl) * temperature**2
+    loss = DistillationLoss(temperature)
+    return ops.mean(loss.call(ops.convert_to_tensor(teacher_logits),
+                              ops.convert_to_tensor(student_logits)))
+
+
+@keras.saving.register_keras_serializable(package="kbnn")
+class DistillationLoss(keras.losses.Loss):
+    """`distillation_loss` as a Keras loss: `loss(teacher_logits, student_logits)`.
+
+    >>> from keras import ops
+    >>> loss = DistillationLoss(temperature=2.0)
+    >>> float(loss(ops.array([[1.0, 2.0]]), ops.array([[1.0, 2.0]])))
+    0.0
+
+    Being a `keras.losses.Loss`, it is divided by the number of replicas under a
+    `tf.distribute` strategy, as the compiled loss is, so the two terms of a
+    `Distiller`'s loss keep their weights on any number of replicas.
+    """
+
+    def __init__(self, temperature=2.0, name="distillation_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.temperature = float(temperature)
+
+    def call(self, y_true, y_pred):
+        teacher = ops.softmax(ops.divide(y_true, self.temperature), axis=-1)
+        log_teacher = ops.log_softmax(ops.divide(y_true, self.temperature), axis=-1)
+        log_student = ops.log_softmax(ops.divide(y_pred, self.temperature), axis=-1)
+        kl = ops.sum(teacher * (log_teacher - log_student), axis=-1)
+        return kl * self.temperature**2
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
 
 
 class Distiller(keras.Model):
@@ -69,6 +96,7 @@ class Distiller(keras.Model):
         self.student, self.teacher = student, teacher
         self.teacher.trainable = False
         self.alpha, self.temperature = float(alpha), float(temperature)
+        self._soft_loss = DistillationLoss(self.temperature)
 
     def call(self, inputs, training=None):
         if isinstance(inputs, (tuple, list)):  # (images, cached teacher logits)
@@ -83,7 +111,7 @@ class Distiller(keras.Model):
             teacher_logits = x[1]
         else:
             teacher_logits = self.teacher(x, training=False)
-        soft = distillation_loss(teacher_logits, y_pred, self.temperature)
+        soft = self._soft_loss(teacher_logits, y_pred)  # scaled per replica
         return (1.0 - self.alpha) * loss + self.alpha * soft
 
 

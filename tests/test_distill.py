@@ -130,3 +130,17 @@ def test_cached_teacher_logits_give_the_same_loss_and_the_same_training():
     for a, b in zip(student.get_weights(), twin.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert not np.allclose(student.get_weights()[0], _tiny_pair()[0].get_weights()[0])
+
+
+def test_both_loss_terms_are_divided_alike_among_replicas(mirrored_strategy):
+    student, teacher = _tiny_pair()
+    distiller = Distiller(student, teacher, alpha=0.5, temperature=2.0)
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(4).random((6, 28, 28, 1)).astype("float32")
+    y = np.array([0, 3, 9, 1, 1, 2])
+    y_pred = distiller(x, training=False)
+    whole = float(distiller.compute_loss(x, y, y_pred, training=True))
+    per_replica = mirrored_strategy.run(
+        lambda: distiller.compute_loss(x, y, y_pred, training=True))
+    shares = [float(v) for v in mirrored_strategy.experimental_local_results(per_replica)]
+    assert shares == pytest.approx([whole / 2, whole / 2], rel=1e-6)
