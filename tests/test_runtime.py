@@ -394,6 +394,20 @@ def test_sign_path_decides_ties_as_stock(level, kernel_quantizer, capfd):
     assert np.array_equal(run(tflite, x), fast, equal_nan=True)
 
 
+def test_sign_path_split_across_threads_is_bit_identical(capfd):
+    # 784 x 4096 is large enough to be split over the interpreter's two threads, each with
+    # its own part of the scratch; inputs on a 0.5 grid give exact ties in both parts.
+    from kbnn import zoo
+
+    model = zoo.bnn_mlp(hidden_units=(4096,), seed=0)
+    tflite = kbnn.export.to_tflite(model)
+    x = np.random.default_rng(8).choice(np.float32([0, 0.5, 1]), (6, 28, 28, 1))
+    delegate = runtime.load_delegate(verbose=True)
+    fast = run(tflite, x, delegate, threads=2)
+    assert "sign path" in capfd.readouterr().err and runtime.delegate_threads(delegate) == 2
+    assert np.array_equal(run(tflite, x, threads=2), fast)
+
+
 # --- the released models and the property test ---------------------------------------------
 
 @pytest.mark.parametrize("name", RELEASED_BNNS)
