@@ -9,7 +9,7 @@ Importing TensorFlow and its first look at the devices print lines such as
 "oneDNN custom operations are on", "Could not find cuda drivers" and "E0000 ...
 failed call to cuInit", from C++ and before any of our output; `TF_CPP_MIN_LOG_LEVEL`
 does not hide them (absl writes everything to stderr before its logging is set up).
-So for `python -m kbnn.train` and `python -m kbnn.export` (found in `sys.orig_argv`,
+So for `python -m kbnn.train`, `kbnn.export` and `kbnn.runtime` (found in `sys.orig_argv`,
 since while Python imports the parent package `kbnn`, `sys.argv` is still
 `['-m']`), file descriptor 2 is pointed at a temporary file for that step. If the
 import fails, what was captured is written out before the error. `--verbose` on the
@@ -25,7 +25,7 @@ import tempfile
 
 __all__ = ["CLI_MODULES", "is_quiet_cli", "quiet_tensorflow_startup", "quiet_native_logs"]
 
-CLI_MODULES = ("kbnn.train", "kbnn.export")
+CLI_MODULES = ("kbnn.train", "kbnn.export", "kbnn.runtime")
 
 
 def is_quiet_cli(argv=None):

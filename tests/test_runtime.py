@@ -1,6 +1,7 @@
 """kbnn.runtime: the delegate loads into the installed LiteRT, claims packed layers, agrees."""
 
 import ctypes
+import os
 import pathlib
 import subprocess
 import sys
@@ -176,11 +177,13 @@ def test_missing_library_says_how_to_build(monkeypatch, tmp_path):
 
 
 def test_info_prints_the_library_and_kernels():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run([sys.executable, "-m", "kbnn.runtime", "--info"],
-                            capture_output=True, text=True, cwd=ROOT)
+                            capture_output=True, text=True, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr
     assert runtime.library_path() in result.stdout
     assert f"kernels selected {runtime.kernels_name()}" in result.stdout
+    assert result.stderr == ""  # TensorFlow's start-up lines hidden, as for the other CLIs
 
 
 # --- kernels against the scalar reference ------------------------------------------------

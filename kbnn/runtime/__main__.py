@@ -20,6 +20,8 @@ def main(argv=None):
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--info", action="store_true",
                         help="print the library's path and the kernels selected for this CPU")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's and LiteRT's start-up lines")
     args = parser.parse_args(argv)
     if not args.info:
         parser.print_help()
