@@ -47,7 +47,7 @@ from kbnn import context, exact_product, quantizers
 __all__ = [
     "QuantDense", "QuantConv1D", "QuantConv2D", "QuantConv3D", "QuantDepthwiseConv2D",
     "QuantSeparableConv1D", "QuantSeparableConv2D", "QuantConv2DTranspose",
-    "QuantConv3DTranspose", "QuantizedKernel", "set_compute",
+    "QuantConv3DTranspose", "QuantizedKernel", "ChannelSlice", "set_compute",
 ]
 
 # One quantized kernel of a layer: the attribute holding its quantizer, the
@@ -427,3 +427,29 @@ def set_compute(model, compute):
         elif hasattr(layer, "layers"):
             count += set_compute(layer, compute)
     return count
+
+
+@keras.saving.register_keras_serializable(package="kbnn")
+class ChannelSlice(keras.layers.Layer):
+    """Channels `start` to `stop` (exclusive) of a channels-last tensor.
+
+    >>> import numpy as np
+    >>> ChannelSlice(1, 3)(np.arange(4.0).reshape(1, 4)).numpy()
+    array([[1., 2.]], dtype=float32)
+
+    MeliusNet (`kbnn.zoo.meliusnet22`) splits its features with it; the
+    exporter writes it as a builtin STRIDED_SLICE.
+    """
+
+    def __init__(self, start, stop, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.stop = int(start), int(stop)
+
+    def call(self, inputs):
+        return inputs[..., self.start:self.stop]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.stop - self.start,)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}

@@ -37,11 +37,11 @@ def test_literature_model_exports_packed_and_agrees(name, images):
 
 
 def test_channel_slice_exports_as_a_builtin_slice():
-    """MeliusNet's ChannelSlice (kbnn.zoo.literature) passes through the exporter."""
+    """MeliusNet's ChannelSlice (kbnn.layers) passes through the exporter."""
     inputs = keras.Input((4, 4, 6))
     x = keras.layers.Conv2D(6, 1)(inputs)
-    outputs = keras.layers.Add()([zoo.literature.ChannelSlice(0, 3)(x),
-                                  zoo.literature.ChannelSlice(3, 6)(x)])
+    outputs = keras.layers.Add()([kbnn.layers.ChannelSlice(0, 3)(x),
+                                  kbnn.layers.ChannelSlice(3, 6)(x)])
     model = keras.Model(inputs, outputs)
     tflite = kbnn.export.to_tflite(model)
     assert "STRIDED_SLICE" in verify.op_names(tflite)

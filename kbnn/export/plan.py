@@ -43,8 +43,8 @@ import keras
 import numpy as np
 
 from kbnn import quantizers
+from kbnn.layers import ChannelSlice
 from kbnn.export import bits as bitlib
-from kbnn.zoo.literature import ChannelSlice
 
 __all__ = ["ExportError", "LayerPlan", "plan_model", "fold_batch_norm", "linear_chain",
            "WEIGHT_MODES", "XOR_POPCOUNT_MIN_WEIGHTS"]
@@ -180,7 +180,7 @@ PASS_THROUGH = tuple(
         "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Activation", "Rescaling",
         "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
     ) if hasattr(keras.layers, name)
-) + (ChannelSlice,)  # kbnn's own structural layers: a slice is a builtin STRIDED_SLICE
+) + (ChannelSlice,)  # kbnn.layers.ChannelSlice: a builtin STRIDED_SLICE
 KERNEL_LAYERS = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 

@@ -43,7 +43,7 @@ from keras import ops
 
 from kbnn import quantizers
 from kbnn.constraints import WeightClip
-from kbnn.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D
+from kbnn.layers import ChannelSlice, QuantConv2D, QuantDense, QuantDepthwiseConv2D
 from kbnn.zoo.spec import Argument, Flag, Integer, builder
 
 __all__ = [
@@ -123,28 +123,6 @@ class BlurPool(keras.initializers.Initializer):
         kernel = ops.outer(row, row) / ops.sum(ops.outer(row, row))
         kernel = ops.broadcast_to(kernel[:, :, None, None], tuple(shape))
         return ops.cast(kernel, dtype or "float32")
-
-
-@keras.saving.register_keras_serializable(package="kbnn")
-class ChannelSlice(keras.layers.Layer):
-    """Channels `start` to `stop` (exclusive) of a channels-last tensor.
-
-    >>> ChannelSlice(1, 3)(np.arange(4.0).reshape(1, 4)).numpy()
-    array([[1., 2.]], dtype=float32)
-    """
-
-    def __init__(self, start, stop, **kwargs):
-        super().__init__(**kwargs)
-        self.start, self.stop = int(start), int(stop)
-
-    def call(self, inputs):
-        return inputs[..., self.start:self.stop]
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.stop - self.start,)
-
-    def get_config(self):
-        return {**super().get_config(), "start": self.start, "stop": self.stop}
 
 
 def _all_but_last(x):
