@@ -216,9 +216,13 @@ def _x86(tflite, rows):
 BUILD_AARCH64 = REPO / "kbnn" / "runtime" / "build_aarch64.sh"
 
 
-def test_delegate_aarch64_matches_stock_runtime(arm64_environment, test_images, tmp_path):
-    """kbnn's delegate, cross-built for aarch64, claims the packed MLP's binary layers on
-    ARM64 (NEON kernels) and gives the stock runtime's outputs bit for bit (measured)."""
+@pytest.mark.parametrize("model_key", ["mlp", "cnn"])
+def test_delegate_aarch64_matches_stock_runtime(arm64_environment, test_images, tmp_path,
+                                                model_key):
+    """kbnn's delegate, cross-built for aarch64, claims every packed layer of the released
+    MLP and shortcut CNN on ARM64 (NEON dense and conv kernels, which x86 cannot run) and
+    gives the stock runtime's outputs bit for bit. The reference is x86 LiteRT: the packed
+    files run bit-identically on stock ARM64 (test_arm64_matches_x86)."""
     if not BUILD_AARCH64.exists():
         pytest.skip("kbnn/runtime/build_aarch64.sh (the delegate's aarch64 cross-build) "
                     "is not in this checkout")
@@ -235,18 +239,18 @@ def test_delegate_aarch64_matches_stock_runtime(arm64_environment, test_images, 
     import kbnn  # noqa: F401
     import kbnn.export
 
-    model = keras.models.load_model(REPO / "saved_models" / f"{MODELS['mlp']}.keras")
-    tflite = tmp_path / "mlp_packed.tflite"
-    tflite.write_bytes(kbnn.export.to_tflite(model, weights="packed"))
+    model = keras.models.load_model(REPO / "saved_models" / f"{MODELS[model_key]}.keras")
+    result = kbnn.export.export_tflite(model, weights="packed")
+    packed_layers = sum(plan.packed for plan in result.plans)
+    tflite = tmp_path / f"{model_key}_packed.tflite"
+    tflite.write_bytes(result.tflite)
     np.save(tmp_path / "in.npy", test_images)
-    runs = {}
-    for name, extra in (("stock", []), ("delegate", ["--delegate", str(library)])):
-        result = subprocess.run([str(RUN_SH), str(tflite), str(tmp_path / "in.npy"),
-                                 str(tmp_path / f"{name}.npy"), *extra],
-                                capture_output=True, text=True, timeout=EMULATION_TIMEOUT)
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs[name] = (np.load(tmp_path / f"{name}.npy"), result.stderr)
-    claimed = re.search(r"kbnn delegate: (\d+) layers claimed, (\S+) kernels", runs["delegate"][1])
-    assert claimed, f"the delegate did not report itself: {runs['delegate'][1][-2000:]}"
-    assert int(claimed[1]) >= 1 and claimed[2] == "neon"
-    np.testing.assert_array_equal(runs["delegate"][0], runs["stock"][0])
+    run = subprocess.run([str(RUN_SH), str(tflite), str(tmp_path / "in.npy"),
+                          str(tmp_path / "delegate.npy"), "--delegate", str(library)],
+                         capture_output=True, text=True, timeout=EMULATION_TIMEOUT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    claimed = re.search(r"kbnn delegate: (\d+) layers claimed, (\S+) kernels", run.stderr)
+    assert claimed, f"the delegate did not report itself: {run.stderr[-2000:]}"
+    assert (int(claimed[1]), claimed[2]) == (packed_layers, "neon")
+    np.testing.assert_array_equal(np.load(tmp_path / "delegate.npy"),
+                                  _x86(tflite, test_images))
