@@ -63,3 +63,26 @@ def test_weights_of_pass_through_layers_are_stored_as_constants():
     inputs = np.random.default_rng(2).normal(size=(4, 5, 5, 3)).astype("float32")
     np.testing.assert_allclose(verify.run_tflite(tflite, inputs), model.predict(inputs, verbose=0),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["xnornet", "dorefanet"])
+def test_input_dependent_literature_models_agree_top1(name, images):
+    """XNOR-Net and DoReFa-Net untrained give every image the same outputs (their binary
+    layers first see ReLU outputs: all signs +1), so the test above judges no top-1. With
+    random batch-norm statistics, as trained models have, the signs depend on the image
+    and top-1 (of the logits) must agree on every input whose Keras margin decides it."""
+    keras.utils.set_random_seed(1)
+    model = zoo.LITERATURE_BUILDERS[name]()
+    rng = np.random.default_rng(1)
+    draw = {"gamma": lambda n: rng.uniform(0.5, 1.5, n), "beta": lambda n: rng.normal(0, 0.5, n),
+            "moving_mean": lambda n: rng.normal(0, 0.5, n),
+            "moving_variance": lambda n: rng.uniform(0.5, 1.5, n)}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for weight in layer.weights:
+                weight.assign(draw[weight.name](weight.shape).astype("float32"))
+    logits = keras.Model(model.inputs, model.layers[-2].output)  # the softmax's input:
+    result = kbnn.export.export_tflite(logits)  # probabilities near 1/1000 decide no top-1
+    check = verify.compare(logits, result.tflite, images[:32])
+    assert check.judged - check.boundary_ties >= 8, check
+    assert check.top1_agreement == 1.0, check
