@@ -23,7 +23,6 @@ from test_export import random_model  # noqa: E402
 from test_runtime import _with_int32_constant, assert_agree, run  # noqa: E402
 
 SAVED = pathlib.Path(__file__).resolve().parents[1] / "saved_models"
-CNNS = ["bnn_cnn_deterministic", "bnn_cnn_shortcuts_deterministic"]
 
 
 def packed_layers(result):
@@ -97,23 +96,6 @@ def test_conv_kernels_agree_with_the_direct_loop(level):
 
 # --- files --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", CNNS)
-def test_released_cnns_are_claimed_whole_and_bit_identical(name, fashion_mnist_dir):
-    # Every packed layer is claimed (the first conv, on pixels, too: summed in the stock
-    # kernel's order), and the logits on the whole test split are the stock ones, bit
-    # for bit (batches of 256 and a last one of 16: resized).
-    from kbnn.data import load_fashion_mnist
-
-    model = keras.models.load_model(SAVED / f"{name}.keras")
-    result = kbnn.export.export_tflite(model)
-    x, _ = load_fashion_mnist("test", data_dir=fashion_mnist_dir, as_numpy=True)
-    delegate = runtime.load_delegate()
-    fast = run(result.tflite, x, delegate)
-    assert runtime.claimed_layers(delegate) == packed_layers(result)
-    np.testing.assert_array_equal(fast, run(result.tflite, x))
-
-
-@pytest.mark.parametrize("seed", range(16))
 def test_random_models_have_every_conv_claimed_and_agree(seed):
     model, x = random_model(seed)
     result = kbnn.export.export_tflite(model)
