@@ -19,10 +19,16 @@ Adam, float32. Every training runs in a fresh process; each round runs them
 all, in alternating order (this machine drifts), with seeds 0, 1, ...
 
 Per training: seconds per epoch (the mean of the epochs after the first,
-tracing one), test accuracy after the last epoch, peak RSS of the process
-and training memory (peak RSS during `fit` minus RSS just before it:
-`kbnn.train.callbacks.TrainingMemory`). The tables give medians over rounds
-(accuracy: mean) and the ratios of each round. Larq needs Keras 2 (tf-keras)
+tracing one), wall-clock and the process's CPU seconds, test accuracy after
+the last epoch, peak RSS of the process, training memory (peak RSS during
+`fit` minus RSS just before it: `kbnn.train.callbacks.TrainingMemory`) and the
+machine's 1-minute load average when the training ended. The tables give
+medians over rounds (accuracy: mean) and the ratios of each round. On a shared
+machine wall-clock time depends on the cores left free, and not equally for
+every model: a float twin's large matrix products use both cores of this
+machine, a BNN's many small operations less so, so another process's load
+slows the float twin more. CPU seconds hardly depend on that load: compare
+the two (and the load column) before trusting a wall-clock ratio. Larq needs Keras 2 (tf-keras)
 and numpy < 2: `--larq-python` names a Python that has them, else a virtual
 environment is created in benchmarks/.venv-larq on first use. A benchmark,
 not a test.
@@ -43,10 +49,10 @@ LARQ_PACKAGES = ["tensorflow-cpu==2.16.2", "tf-keras==2.16.0", "larq", "numpy<2"
 MODELS = ("mlp1024", "mlp128", "cnn")
 CNN_FILTERS, CNN_DENSE = (48, 96, 192), 256
 
-# One worker for both libraries. It prints one JSON line: epoch seconds, test
-# accuracy, peak RSS and training memory.
+# One worker for both libraries. It prints one JSON line: epoch seconds (wall and
+# process CPU), test accuracy, peak RSS, training memory and the machine's load.
 WORKER = textwrap.dedent('''
-    import json, sys, time
+    import json, os, sys, time
     impl, kind, model_name, data, epochs, batch_size, lr, seed, size, precision = sys.argv[1:11]
     epochs, batch_size, seed, size = int(epochs), int(batch_size), int(seed), int(size)
     lr = float(lr)
@@ -99,16 +105,20 @@ WORKER = textwrap.dedent('''
                                              shuffle=True, seed=seed, **split))
         test = dict(x=load_fashion_mnist("test", data_dir=data, batch_size=1000))
     class Timer(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None): self.seconds = []
-        def on_epoch_begin(self, epoch, logs=None): self.t = time.perf_counter()
-        def on_epoch_end(self, epoch, logs=None): self.seconds.append(time.perf_counter() - self.t)
+        def on_train_begin(self, logs=None): self.seconds, self.cpu = [], []
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t, self.c = time.perf_counter(), time.process_time()
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.t)
+            self.cpu.append(time.process_time() - self.c)
     timer, memory = Timer(), TrainingMemory()
     model.fit(**fit_args, epochs=epochs, callbacks=[timer, memory], verbose=0)
     _, accuracy = model.evaluate(**test, verbose=0)
     import resource
-    print(json.dumps({"epoch_seconds": timer.seconds, "test_accuracy": float(accuracy),
+    print(json.dumps({"epoch_seconds": timer.seconds, "epoch_cpu_seconds": timer.cpu,
+                      "test_accuracy": float(accuracy),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "training_mb": memory.training_mb}))
+                      "training_mb": memory.training_mb, "load": os.getloadavg()[0]}))
 ''').replace("FILTERS", repr(CNN_FILTERS)).replace("DENSE", repr(CNN_DENSE))
 
 
@@ -151,6 +161,8 @@ def summarize(runs):
     """{row: medians (accuracy: mean)} of one model's runs {row: [result per round]}."""
     return {row: {"first": median([r["epoch_seconds"][0] for r in rs]),
                   "steady": median([steady(r["epoch_seconds"]) for r in rs]),
+                  "cpu": median([steady(r["epoch_cpu_seconds"]) for r in rs]),
+                  "load": median([r["load"] for r in rs]),
                   "rss": median([r["peak_rss_mb"] for r in rs]),
                   "training": median([r["training_mb"] for r in rs]),
                   "accuracy": sum(r["test_accuracy"] for r in rs) / len(rs)}
@@ -159,17 +171,21 @@ def summarize(runs):
 
 RATIOS = (  # (label, numerator row, denominator row, measure)
     ("kbnn BNN / Larq BNN, s/epoch", "kbnn bnn", "larq bnn", "steady"),
+    ("kbnn BNN / Larq BNN, CPU s/epoch", "kbnn bnn", "larq bnn", "cpu"),
     ("kbnn BNN / Larq BNN, peak RSS", "kbnn bnn", "larq bnn", "rss"),
     ("kbnn BNN / kbnn float, s/epoch", "kbnn bnn", "kbnn float", "steady"),
+    ("kbnn BNN / kbnn float, CPU s/epoch", "kbnn bnn", "kbnn float", "cpu"),
     ("kbnn BNN / kbnn float, peak RSS", "kbnn bnn", "kbnn float", "rss"),
     ("kbnn BNN / kbnn float, training memory", "kbnn bnn", "kbnn float", "training"),
     ("Larq BNN / Larq float, s/epoch", "larq bnn", "larq float", "steady"),
+    ("Larq BNN / Larq float, CPU s/epoch", "larq bnn", "larq float", "cpu"),
     ("Larq BNN / Larq float, peak RSS", "larq bnn", "larq float", "rss"),
 )
 
 
 def measure(result, measure_name):
-    return {"steady": lambda r: steady(r["epoch_seconds"]), "rss": lambda r: r["peak_rss_mb"],
+    return {"steady": lambda r: steady(r["epoch_seconds"]),
+            "cpu": lambda r: steady(r["epoch_cpu_seconds"]), "rss": lambda r: r["peak_rss_mb"],
             "training": lambda r: r["training_mb"]}[measure_name](result)
 
 
@@ -180,11 +196,12 @@ def report(model, runs, args, size):
     print(f"\n{model}: {args.epochs} epochs of {what}, batch {args.batch_size}, Adam "
           f"{args.lr}, kbnn precision {args.precision}, {args.rounds} round(s): medians "
           f"(accuracy: mean)")
-    print(f"{'':<18} {'first epoch s':>13} {'s/epoch':>8} {'test acc':>9} {'peak RSS MiB':>13} "
-          f"{'training MiB':>13}")
+    print(f"{'':<18} {'first epoch s':>13} {'s/epoch':>8} {'CPU s/epoch':>11} {'test acc':>9} "
+          f"{'peak RSS MiB':>13} {'training MiB':>13} {'load':>5}")
     for row, s in summary.items():
-        print(f"{row:<18} {s['first']:>13.1f} {s['steady']:>8.2f} {100 * s['accuracy']:>8.2f}% "
-              f"{s['rss']:>13,.0f} {s['training']:>13,.1f}")
+        print(f"{row:<18} {s['first']:>13.1f} {s['steady']:>8.2f} {s['cpu']:>11.2f} "
+              f"{100 * s['accuracy']:>8.2f}% {s['rss']:>13,.0f} {s['training']:>13,.1f} "
+              f"{s['load']:>5.2f}")
     for label, top, bottom, name in RATIOS:
         if top in runs and bottom in runs:
             rounds = [measure(a, name) / measure(b, name)
@@ -193,11 +210,12 @@ def report(model, runs, args, size):
                   + ", ".join(f"{r:.2f}" for r in rounds))
     for row in runs:
         if row.startswith("kbnn bnn ") and "kbnn float" in runs:  # another precision
-            rounds = [steady(a["epoch_seconds"]) / steady(b["epoch_seconds"])
-                      for a, b in zip(runs[row], runs["kbnn float"])]
-            print(f"{row + ' / kbnn float, s/epoch':<40} "
-                  f"{summary[row]['steady'] / summary['kbnn float']['steady']:5.2f}   rounds: "
-                  + ", ".join(f"{r:.2f}" for r in rounds))
+            for name, unit in (("steady", "s/epoch"), ("cpu", "CPU s/epoch")):
+                rounds = [measure(a, name) / measure(b, name)
+                          for a, b in zip(runs[row], runs["kbnn float"])]
+                print(f"{row + ' / kbnn float, ' + unit:<40} "
+                      f"{summary[row][name] / summary['kbnn float'][name]:5.2f}   rounds: "
+                      + ", ".join(f"{r:.2f}" for r in rounds))
     if "kbnn bnn" in runs and "larq bnn" in runs:
         print(f"{'kbnn BNN - Larq BNN, test accuracy':<40} "
               f"{100 * (summary['kbnn bnn']['accuracy'] - summary['larq bnn']['accuracy']):+5.2f}"

@@ -63,3 +63,25 @@ def test_reproduce_study_replot_compares_median_epoch_times(tmp_path):
     assert "| 784-8-10 | deterministic | 9.0 | 3.00 | 3.67 | 900 | n/a |" in table
     assert table.rstrip().endswith("| 0.75 | 0.75 | 0.90 | n/a |")  # no training memory then
     assert json.loads((tmp_path / "re" / "study.json").read_text()) == results
+
+
+def test_vs_larq_reports_wall_and_cpu_seconds_per_epoch(tiny_fashion_mnist, tmp_path):
+    # kbnn rows only (Larq needs its own environment): each training reports
+    # wall-clock and process CPU seconds per epoch and the machine's load, and the
+    # BNN / float twin ratio is printed for both clocks, per round.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "vs_larq.py"), "--data-dir",
+         tiny_fashion_mnist, "--models", "mlp128", "--no-larq", "--epochs", "2",
+         "--rounds", "1", "--json", tmp_path / "runs.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = json.loads((tmp_path / "runs.json").read_text())["mlp128"]["runs"]
+    assert sorted(runs) == ["kbnn bnn", "kbnn float"]
+    for (run,) in runs.values():
+        assert len(run["epoch_seconds"]) == len(run["epoch_cpu_seconds"]) == 2
+        assert all(seconds > 0 for seconds in run["epoch_cpu_seconds"])
+        assert run["load"] >= 0
+    bnn, flt = runs["kbnn bnn"][0], runs["kbnn float"][0]
+    cpu_ratio = bnn["epoch_cpu_seconds"][1] / flt["epoch_cpu_seconds"][1]
+    label = "kbnn BNN / kbnn float, CPU s/epoch"
+    assert f"{label:<40} {cpu_ratio:5.2f}   rounds: {cpu_ratio:.2f}\n" in done.stdout
