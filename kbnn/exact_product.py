@@ -15,6 +15,14 @@ Two things follow, and this module does both:
   `compute="bfloat16"` therefore splits the sum into chunks of at most 256
   terms, each exact in bfloat16, and adds the chunks in float32 (exact below
   2**24): the result is bit-identical to the float32 product.
+* with `signs=True` the caller promises that both operands are exactly +-1
+  (zeros only where "same" padding pads): a sum of an even number of +-1 terms
+  is even, and bfloat16 holds every even integer up to 512, so chunks may hold
+  512 terms if they hold an even number. That rests on the kernel rounding only
+  its float32 total (TensorFlow's CPU kernels, oneDNN and Eigen, do; the tests
+  check it with partial sums that are odd and above 256), not on the order of
+  the sum as the 256 limit does. Zeros break it (0/1 or ternary operands: 511
+  ones and a zero sum to 511, which rounds to 512), so it is opt-in.
 
 >>> import numpy as np, kbnn
 >>> x = np.ones((2, 600), "float32")            # worst case: every term +1
@@ -33,8 +41,10 @@ import tensorflow as tf
 __all__ = ["COMPUTES", "check_compute", "integer_product", "matmul", "conv2d_groups", "conv2d"]
 
 COMPUTES = ("float32", "bfloat16")
-# bfloat16 has 8 significant bits: every integer of magnitude <= 2**8 is exact.
+# bfloat16 has 8 significant bits: every integer of magnitude <= 2**8 is exact,
+# and every even one <= 2**9 (a sum of an even number of +-1 terms is even).
 MAX_EXACT_TERMS = 256
+MAX_EXACT_SIGN_TERMS = 512
 
 
 def check_compute(compute, owner="compute"):
@@ -86,24 +96,38 @@ def integer_product(product, x, w, forward=None):
     return _product(x, w)
 
 
-def _chunks(terms):
-    """(number of chunks, terms per chunk) covering `terms` with chunks of <= 256."""
+def _chunks(terms, signs=False):
+    """(number of chunks, terms per chunk) covering `terms`, each sum exact in bfloat16.
+
+    Chunks of <= 256 terms; with `signs` (+-1 operands) and an even `terms`,
+    chunks of <= 512 and an even number of terms each (the last one too).
+
+    >>> kbnn.exact_product._chunks(1024), kbnn.exact_product._chunks(1024, signs=True)
+    ((4, 256), (2, 512))
+    """
+    if signs and terms % 2 == 0:
+        count = -(-terms // MAX_EXACT_SIGN_TERMS)
+        size = -(-terms // count)
+        return count, size + size % 2
     count = -(-terms // MAX_EXACT_TERMS)
     return count, -(-terms // count)
 
 
-def matmul(x, w, compute="float32"):
+def matmul(x, w, compute="float32", signs=False):
     """x @ w over the last axis of x, for integer-valued operands; exact in any `compute`.
 
     >>> kbnn.exact_product.matmul(np.ones((1, 2), "float32"), np.ones((2, 1), "float32"),
     ...                           compute="bfloat16").numpy()
     array([[2.]], dtype=float32)
+
+    `signs=True`: both operands are exactly +-1, so bfloat16 chunks may hold up
+    to 512 terms (see the module's docstring); wrong for operands with zeros.
     """
     x, w = tf.convert_to_tensor(x), tf.convert_to_tensor(w)
     if check_compute(compute) == "float32":
         return tf.matmul(x, w)
     terms, units = w.shape
-    count, size = _chunks(terms)
+    count, size = _chunks(terms, signs)
     rows = tf.reshape(tf.cast(x, tf.bfloat16), [-1, terms])
     w = tf.cast(w, tf.bfloat16)
     if count == 1:
@@ -121,36 +145,48 @@ def matmul(x, w, compute="float32"):
     return tf.cast(y, x.dtype)
 
 
-def conv2d_groups(kernel_shape):
-    """How many input-channel groups make each output of a 2D convolution a sum of <= 256 terms.
+def conv2d_groups(kernel_shape, signs=False):
+    """How many input-channel groups make each output of a 2D convolution exact in bfloat16.
 
-    None when no split of the input channels gets there (a window of more
-    than 256 positions).
+    The fewest groups of <= 256 terms each; with `signs` (+-1 operands) the
+    fewest of <= 512 terms and an even number of channels each, so that every
+    window's sum, padded positions left out, has an even number of terms (else
+    the 256 rule). None when no split gets there (a window of more than 256
+    positions).
 
     >>> kbnn.exact_product.conv2d_groups((3, 3, 192, 192))  # 9 * 24 = 216 terms a group
     8
+    >>> kbnn.exact_product.conv2d_groups((3, 3, 192, 192), signs=True)  # 9 * 48 = 432
+    4
     """
     height, width, channels, _ = kernel_shape
+    if signs:
+        for groups in range(1, channels + 1):
+            per_group = channels // groups
+            if channels % groups == 0 and per_group % 2 == 0 \
+                    and height * width * per_group <= MAX_EXACT_SIGN_TERMS:
+                return groups
     for groups in range(1, channels + 1):
         if channels % groups == 0 and height * width * channels // groups <= MAX_EXACT_TERMS:
             return groups
     return None
 
 
-def conv2d(x, w, strides, padding, dilations, compute="float32"):
+def conv2d(x, w, strides, padding, dilations, compute="float32", signs=False):
     """NHWC 2D convolution of integer-valued operands; exact in any `compute`.
 
     Arguments are `tf.nn.conv2d`'s (padding "SAME" or "VALID"). In bfloat16
     the input channels are split into `conv2d_groups` groups, convolved as one
     grouped convolution (each group's sum exact in bfloat16), and the groups'
-    outputs added in float32.
+    outputs added in float32. `signs=True`: both operands are exactly +-1, so
+    groups may hold up to 512 terms (`conv2d_groups`).
 
     >>> x, w = np.ones((1, 3, 3, 64), "float32"), np.ones((3, 3, 64, 2), "float32")
     >>> kbnn.exact_product.conv2d(x, w, 1, "VALID", 1, compute="bfloat16").numpy().ravel()
     array([576., 576.], dtype=float32)
     """
     x, w = tf.convert_to_tensor(x), tf.convert_to_tensor(w)
-    groups = conv2d_groups(w.shape)
+    groups = conv2d_groups(w.shape, signs)
     if check_compute(compute) == "float32" or groups is None:
         return tf.nn.conv2d(x, w, strides, padding, dilations=dilations)
     height, width, channels, filters = w.shape

@@ -71,6 +71,86 @@ def test_conv2d_groups_is_the_fewest_groups_of_at_most_256_terms():
     assert exact_product.conv2d_groups((17, 17, 2, 1)) is None
 
 
+def _odd_partial_sums(terms):
+    """+-1 terms whose running sum stays odd and above 256 at every odd position
+    past 300 (300 +1s, then -1, +1, ...): a kernel that rounded a partial sum
+    to bfloat16 anywhere there, or summed in bfloat16, would miss the total."""
+    return np.where((np.arange(terms) < 300) | (np.arange(terms) % 2 == 1), 1.0, -1.0)
+
+
+def test_bfloat16_kernels_round_only_their_float32_total():
+    # What signs=True rests on, checked on this platform's kernels: an even
+    # total of 512 terms is exact although partial sums are odd and above 256.
+    column = _odd_partial_sums(512).astype("float32")
+    assert column.sum() == 300
+    x = tf.ones((1, 512), tf.bfloat16)
+    assert float(tf.matmul(x, tf.constant(column[:, None], tf.bfloat16))[0, 0]) == 300
+    batched = tf.matmul(x[None], tf.constant(column[None, :, None], tf.bfloat16))
+    assert float(batched[0, 0, 0]) == 300
+    kernel = tf.constant(column.reshape(1, 1, 512, 1), tf.bfloat16)
+    convolved = tf.nn.conv2d(tf.ones((1, 1, 1, 512), tf.bfloat16), kernel, 1, "VALID")
+    assert float(convolved[0, 0, 0, 0]) == 300
+
+
+@pytest.mark.parametrize("terms", [2, 256, 258, 512, 514, 784, 1024, 1026, 1728])
+@pytest.mark.parametrize("plus", [0.5, 0.97, 1.0])
+def test_bfloat16_matmul_of_signs_is_exact_in_chunks_of_512(terms, plus):
+    x, w = signs((9, terms), plus), signs((terms, 5), plus)
+    w[:, 0] = 1.0  # sums of rows of x, up to `terms`
+    w[:, 1] = np.resize(_odd_partial_sums(512), terms)
+    x[0] = 1.0
+    expected = x.astype(np.int64) @ w.astype(np.int64)
+    got = exact_product.matmul(x, w, compute="bfloat16", signs=True)
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_chunks_of_signs_hold_up_to_512_terms_an_even_number_each():
+    assert exact_product._chunks(1024, signs=True) == (2, 512)
+    assert exact_product._chunks(514, signs=True) == (2, 258)   # 258 + 256
+    assert exact_product._chunks(1026, signs=True) == (3, 342)
+    assert exact_product._chunks(511, signs=True) == (2, 256)   # odd: the 256 rule
+    for terms in range(2, 3000, 2):
+        count, size = exact_product._chunks(terms, signs=True)
+        last = terms - (count - 1) * size
+        assert size <= 512 and size % 2 == 0 and 0 < last and last % 2 == 0, terms
+
+
+def test_bfloat16_matmul_with_zeros_needs_the_256_rule():
+    # Why signs=True is opt-in: 511 ones and a zero (a 0/1 operand) sum to 511,
+    # which bfloat16 cannot hold (oneDNN rounds it to 512, Eigen to 510).
+    x = np.ones((1, 512), "float32")
+    x[0, 0] = 0.0
+    w = np.ones((512, 1), "float32")
+    assert float(exact_product.matmul(x, w, compute="bfloat16", signs=True)[0, 0]) != 511
+    assert float(exact_product.matmul(x, w, compute="bfloat16")[0, 0]) == 511
+
+
+@pytest.mark.parametrize("kernel_shape, strides, padding, dilations", [
+    ((3, 3, 48, 5), 1, "SAME", 1),       # 432 terms: 1 group
+    ((3, 3, 96, 4), 1, "SAME", 1),       # 864 terms: 2 groups
+    ((3, 3, 192, 4), 1, "SAME", 1),      # 1728 terms: 4 groups
+    ((3, 3, 58, 3), 1, "SAME", 1),       # 522 terms: 29 odd channels a half: 256 rule
+    ((2, 3, 64, 3), 1, "SAME", 2),
+    ((3, 3, 30, 4), 2, "VALID", 1),
+])
+@pytest.mark.parametrize("plus", [0.5, 1.0])
+def test_bfloat16_conv2d_of_signs_is_exact(kernel_shape, strides, padding, dilations, plus):
+    x = signs((2, 9, 8, kernel_shape[2]), plus)
+    w = signs(kernel_shape, plus)
+    expected = tf.nn.conv2d(x, w, strides, padding, dilations=dilations).numpy()
+    got = exact_product.conv2d(x, w, strides, padding, dilations, compute="bfloat16",
+                               signs=True)
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_conv2d_groups_of_signs_hold_an_even_number_of_channels():
+    assert exact_product.conv2d_groups((3, 3, 48, 1), signs=True) == 1
+    assert exact_product.conv2d_groups((3, 3, 96, 1), signs=True) == 2
+    assert exact_product.conv2d_groups((3, 3, 192, 1), signs=True) == 4
+    assert exact_product.conv2d_groups((3, 3, 58, 1), signs=True) == 29  # 29 odd: 256 rule
+    assert exact_product.conv2d_groups((3, 3, 57, 1), signs=True) == 3   # all odd: 256 rule
+
+
 @pytest.mark.parametrize("compute", ["float32", "bfloat16"])
 def test_integer_product_gradient_is_the_float_products(compute):
     x, w = signs((6, 700)), signs((700, 3))
