@@ -58,6 +58,11 @@ _Slot = collections.namedtuple("_Slot", "quantizer argument constraint variable"
 _KERNEL = _Slot("kernel_quantizer", "kernel_quantizer", "kernel_constraint", "_kernel")
 
 
+# Quantizers whose every output is exactly +1 or -1.
+_SIGN_QUANTIZERS = (quantizers.SteSign, quantizers.StochasticSign, quantizers.ApproxSign,
+                    quantizers.SwishSign)
+
+
 class _QuantizerMixin:
     """Quantizes a Keras layer's input and kernels, then hands off to the layer's own `call`.
 
@@ -98,6 +103,20 @@ class _QuantizerMixin:
                         for slot in self._slots)
                 and not getattr(self, "lora_enabled", False)
                 and float(pad).is_integer() and abs(pad) <= 127)
+
+    def sign_operands(self):
+        """Whether input and kernel are exactly +-1 (padding: 0 or +-1), so that
+        `compute="bfloat16"` may sum up to 512 terms at once (`kbnn.exact_product`).
+
+        True for the sign quantizers (`SteSign`, `StochasticSign`, `ApproxSign`,
+        `SwishSign`); not for 0/1 or ternary ones, whose zeros break the parity
+        argument that makes 512 terms exact.
+        """
+        return (self.integer_operands()
+                and all(isinstance(q, _SIGN_QUANTIZERS) for q in
+                        [self.input_quantizer, *(getattr(self, slot.quantizer)
+                                                 for slot in self._slots)])
+                and abs(getattr(self, "pad_values", 0)) <= 1)
 
     @property
     def quantized(self):
@@ -265,7 +284,8 @@ class _DenseProduct:
             return super().call(inputs)
         forward = None
         if self.compute == "bfloat16":
-            forward = functools.partial(exact_product.matmul, compute="bfloat16")
+            forward = functools.partial(exact_product.matmul, compute="bfloat16",
+                                        signs=self.sign_operands())
         x = exact_product.integer_product(ops.matmul, inputs, self.kernel, forward)
         if self.bias is not None:
             x = ops.add(x, self.bias)
@@ -311,7 +331,7 @@ class _QuantConv(_QuantizerMixin, _PadValuesMixin):
                 and self.data_format == "channels_last"):
             forward = functools.partial(
                 exact_product.conv2d, strides=self.strides, padding=self.padding.upper(),
-                dilations=self.dilation_rate, compute="bfloat16")
+                dilations=self.dilation_rate, compute="bfloat16", signs=self.sign_operands())
         return exact_product.integer_product(product, inputs, kernel, forward)
 
 

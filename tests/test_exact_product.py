@@ -206,3 +206,37 @@ def test_docstring_examples():
                              optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("input_quantizer, channels_per_group", [
+    ("ste_sign", 48),       # +-1 operands: 4 groups of 9 x 48 = 432 terms
+    ("ste_heaviside", 24),  # 0/1 inputs: the 256 rule, 8 groups of 216 terms
+])
+def test_binary_conv_layer_uses_512_term_groups_only_for_signs(input_quantizer,
+                                                               channels_per_group):
+    layer = kbnn.layers.QuantConv2D(8, 3, padding="same", input_quantizer=input_quantizer,
+                                    kernel_quantizer="ste_sign", use_bias=False,
+                                    compute="bfloat16")
+    x = tf.constant(rng.normal(size=(2, 5, 5, 192)).astype("float32"))
+    layer(x)
+    graph = tf.function(layer).get_concrete_function(x).graph
+    convs = [op for op in graph.get_operations() if op.type == "Conv2D"
+             and op.inputs[0].dtype == tf.bfloat16]
+    assert [op.inputs[1].shape[2] for op in convs] == [channels_per_group]
+    reference = kbnn.layers.QuantConv2D(8, 3, padding="same", input_quantizer=input_quantizer,
+                                        kernel_quantizer="ste_sign", use_bias=False)
+    reference(x)
+    reference.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(layer(x).numpy(), reference(x).numpy())
+
+
+def test_binary_dense_layer_uses_512_term_chunks_for_signs():
+    layer = kbnn.layers.QuantDense(3, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                                   use_bias=False, compute="bfloat16")
+    x = tf.constant(rng.normal(size=(4, 1024)).astype("float32"))
+    layer(x)
+    graph = tf.function(layer).get_concrete_function(x).graph
+    products = [op for op in graph.get_operations()
+                if op.type in ("BatchMatMulV2", "BatchMatMulV3")]
+    assert [op.inputs[1].shape[0] for op in products] == [2]  # 2 chunks of 512, not 4 of 256
+    assert layer.sign_operands()
