@@ -19,10 +19,12 @@ Two things follow, and this module does both:
   (zeros only where "same" padding pads): a sum of an even number of +-1 terms
   is even, and bfloat16 holds every even integer up to 512, so chunks may hold
   512 terms if they hold an even number. That rests on the kernel rounding only
-  its float32 total (TensorFlow's CPU kernels, oneDNN and Eigen, do; the tests
-  check it with partial sums that are odd and above 256), not on the order of
-  the sum as the 256 limit does. Zeros break it (0/1 or ternary operands: 511
-  ones and a zero sum to 511, which rounds to 512), so it is opt-in.
+  its float32 total, not on the order of the sum as the 256 limit does:
+  `kernels_round_only_their_total` checks it once per process on this
+  platform's kernels (partial sums odd and above 256; TensorFlow's CPU kernels,
+  oneDNN and Eigen, pass here), and where it fails the 256 rule is used.
+  Zeros break it (0/1 or ternary operands: 511 ones and a zero sum to 511,
+  which rounds to 512), so it is opt-in.
 
 >>> import numpy as np, kbnn
 >>> x = np.ones((2, 600), "float32")            # worst case: every term +1
@@ -36,15 +38,40 @@ shapes: the chunks cost transposes and a float32 sum, which pay off on wide
 convolutions and not on a small dense layer (`benchmarks/memory.py` times both).
 """
 
+import functools
+
+import numpy as np
 import tensorflow as tf
 
-__all__ = ["COMPUTES", "check_compute", "integer_product", "matmul", "conv2d_groups", "conv2d"]
+__all__ = ["COMPUTES", "check_compute", "integer_product", "matmul", "conv2d_groups", "conv2d",
+           "kernels_round_only_their_total"]
 
 COMPUTES = ("float32", "bfloat16")
 # bfloat16 has 8 significant bits: every integer of magnitude <= 2**8 is exact,
 # and every even one <= 2**9 (a sum of an even number of +-1 terms is even).
 MAX_EXACT_TERMS = 256
 MAX_EXACT_SIGN_TERMS = 512
+
+
+@functools.cache
+def kernels_round_only_their_total():
+    """Whether this platform's bfloat16 matmul, batched matmul and conv2d round only their
+    float32 total, so that 512 +-1 terms whose partial sums are odd and above 256 sum
+    exactly (what `signs=True` rests on). Run once per process, eagerly.
+
+    >>> kbnn.exact_product.kernels_round_only_their_total()  # oneDNN or Eigen on x86
+    True
+    """
+    # 300 ones, then -1, +1, ...: every odd position past 300 has an odd partial sum > 256.
+    column = np.where((np.arange(512) < 300) | (np.arange(512) % 2 == 1), 1.0, -1.0)
+    with tf.init_scope():
+        ones = tf.ones((1, 512), tf.bfloat16)
+        w = tf.constant(column.astype("float32"), tf.bfloat16)
+        sums = [tf.matmul(ones, tf.reshape(w, (512, 1)))[0, 0],
+                tf.matmul(ones[None], tf.reshape(w, (1, 512, 1)))[0, 0, 0],
+                tf.nn.conv2d(tf.reshape(ones, (1, 1, 1, 512)), tf.reshape(w, (1, 1, 512, 1)),
+                             1, "VALID")[0, 0, 0, 0]]
+        return all(float(total) == 300.0 for total in sums)
 
 
 def check_compute(compute, owner="compute"):
@@ -105,7 +132,7 @@ def _chunks(terms, signs=False):
     >>> kbnn.exact_product._chunks(1024), kbnn.exact_product._chunks(1024, signs=True)
     ((4, 256), (2, 512))
     """
-    if signs and terms % 2 == 0:
+    if signs and terms % 2 == 0 and kernels_round_only_their_total():
         count = -(-terms // MAX_EXACT_SIGN_TERMS)
         size = -(-terms // count)
         return count, size + size % 2
@@ -160,7 +187,7 @@ def conv2d_groups(kernel_shape, signs=False):
     4
     """
     height, width, channels, _ = kernel_shape
-    if signs:
+    if signs and kernels_round_only_their_total():
         for groups in range(1, channels + 1):
             per_group = channels // groups
             if channels % groups == 0 and per_group % 2 == 0 \

@@ -90,6 +90,17 @@ def test_bfloat16_kernels_round_only_their_float32_total():
     kernel = tf.constant(column.reshape(1, 1, 512, 1), tf.bfloat16)
     convolved = tf.nn.conv2d(tf.ones((1, 1, 1, 512), tf.bfloat16), kernel, 1, "VALID")
     assert float(convolved[0, 0, 0, 0]) == 300
+    assert exact_product.kernels_round_only_their_total()  # the library's own check agrees
+
+
+def test_signs_fall_back_to_256_terms_where_kernels_round_partial_sums(monkeypatch):
+    monkeypatch.setattr(exact_product, "kernels_round_only_their_total", lambda: False)
+    assert exact_product._chunks(1024, signs=True) == (4, 256)
+    assert exact_product.conv2d_groups((3, 3, 192, 192), signs=True) == 8
+    x, w = signs((3, 1024), 1.0), signs((1024, 2), 1.0)
+    np.testing.assert_array_equal(
+        exact_product.matmul(x, w, compute="bfloat16", signs=True).numpy(),
+        x.astype(np.int64) @ w.astype(np.int64))
 
 
 @pytest.mark.parametrize("terms", [2, 256, 258, 512, 514, 784, 1024, 1026, 1728])
