@@ -96,6 +96,7 @@ def test_conv_kernels_agree_with_the_direct_loop(level):
 
 # --- files --------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("seed", range(16))
 def test_random_models_have_every_conv_claimed_and_agree(seed):
     model, x = random_model(seed)
     result = kbnn.export.export_tflite(model)
