@@ -11,16 +11,10 @@ import kbnn  # noqa: F401  (registers kbnn's layers for load_model)
 import kbnn.export
 from kbnn.layers import QuantConv2D, QuantDepthwiseConv2D
 
-runtime = pytest.importorskip("kbnn.runtime")
-pytest.importorskip("ai_edge_litert")
-try:
-    runtime.library_path()
-except runtime.DelegateNotBuiltError as error:  # a checkout without a C build
-    pytest.skip(str(error), allow_module_level=True)
-
+# test_runtime skips at import, and this module with it, where the delegate is not built.
+from test_runtime import _with_int32_constant, assert_agree, run, runtime  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 from test_export import random_model  # noqa: E402
-from test_runtime import _with_int32_constant, assert_agree, run  # noqa: E402
 
 SAVED = pathlib.Path(__file__).resolve().parents[1] / "saved_models"
 
