@@ -12,7 +12,8 @@
 Modules: `quantizers`, `layers`, `constraints`, `activations`, `math`, `context`,
 `optimizers`, `callbacks`, `metrics`, `summary`, `data` (Fashion-MNIST), `zoo`
 (architectures and released weights), `distill` (knowledge distillation), `larq_files`
-(Larq's `.h5` model files load with `keras.models.load_model`);
+(Larq's `.h5` model files load with `keras.models.load_model`), `exact_product` (binary
+layers' products: exact in bfloat16, held as int8 for the backward pass);
 `kbnn.export` (TFLite export) and `kbnn.runtime` (kbnn's LiteRT delegate), each imported
 on its own, and `python -m kbnn.train`.
 """
@@ -31,14 +32,14 @@ if _keras.backend.backend() != "tensorflow":
     )
 
 from kbnn import (  # noqa: E402
-    activations, callbacks, constraints, context, data, distill, larq_files, layers, math,
-    metrics, optimizers, quantizers, zoo,
+    activations, callbacks, constraints, context, data, distill, exact_product, larq_files,
+    layers, math, metrics, optimizers, quantizers, zoo,
 )
 from kbnn.summary import ModelSummary, summary  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["activations", "callbacks", "constraints", "context", "data", "distill",
-           "larq_files", "layers",
+           "exact_product", "larq_files", "layers",
            "math", "metrics", "optimizers", "quantizers", "zoo", "summary",
            "ModelSummary"]
