@@ -7,7 +7,7 @@ Each run is a fresh process, the runs of a round alternate their order, and the
 table gives every round's BNN/float ratios and their medians.
 
     python benchmarks/memory.py                       # 784-1024-10 and the CNN, 3 rounds
-    python benchmarks/memory.py --models mlp --compute float32 bfloat16
+    python benchmarks/memory.py --models mlp --compute float32 bfloat16 auto
 
 `fit_memory(model, x, y, ...)` measures one model in the calling process.
 """
@@ -60,14 +60,13 @@ def _one(builder, kwargs, compute, samples, batch_size, epochs):
     import numpy as np
 
     import kbnn
+    from kbnn.train.fit import compile_model
 
     keras.utils.set_random_seed(0)
     model = getattr(kbnn.zoo, builder)(**kwargs)
     if compute != "float32":
         kbnn.layers.set_compute(model, compute)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    compile_model(model, 1e-3)  # as kbnn.train compiles
     rng = np.random.default_rng(0)
     x = rng.random((samples, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, samples)
@@ -84,10 +83,13 @@ def _run(builder, kwargs, compute, args):
 
 
 def main(argv=None):
+    from kbnn.train.fit import PRECISION
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["mlp", "cnn"])
-    parser.add_argument("--compute", nargs="+", default=["float32"],
-                        help="the BNN's kbnn.layers compute settings to compare")
+    parser.add_argument("--compute", nargs="+", default=[PRECISION],
+                        help="the BNN's kbnn.layers.set_compute settings to compare "
+                             "(float32, bfloat16, auto; default: kbnn.train's)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=100)

@@ -225,7 +225,7 @@ def report(model, runs, args, size):
 
 def main():
     from kbnn.data import load_fashion_mnist
-    from kbnn.exact_product import COMPUTES
+    from kbnn.layers import PRECISIONS
     from kbnn.train.fit import PRECISION
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -238,9 +238,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3,
                         help="train everything this many times (seeds 0, 1, ...), in "
                              "alternating order, and report medians and each round's ratios")
-    parser.add_argument("--precision", choices=COMPUTES, default=PRECISION,
+    parser.add_argument("--precision", choices=PRECISIONS, default=PRECISION,
                         help="kbnn's forward product of binary x binary layers")
-    parser.add_argument("--also-precision", choices=COMPUTES,
+    parser.add_argument("--also-precision", choices=PRECISIONS,
                         help="add a kbnn BNN row with this precision (row 'kbnn bnn <it>')")
     parser.add_argument("--cnn-train-size", type=int, default=6000,
                         help="training images per CNN epoch (a CNN epoch is long on a CPU)")

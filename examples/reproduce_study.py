@@ -167,7 +167,7 @@ def figures(results, out):
 
 
 def main():
-    from kbnn.exact_product import COMPUTES
+    from kbnn.layers import PRECISIONS
     from kbnn.train.fit import PRECISION
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -176,7 +176,7 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jit", action="store_true", help="XLA-compile the training steps")
-    parser.add_argument("--precision", choices=COMPUTES, default=PRECISION,
+    parser.add_argument("--precision", choices=PRECISIONS, default=PRECISION,
                         help="forward product of the binary x binary layers (bit-identical)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="train every configuration this many times (seeds seed, seed+1, "

@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = ["COMPUTES", "check_compute", "integer_product", "matmul", "conv2d_groups", "conv2d",
-           "kernels_round_only_their_total"]
+           "kernels_round_only_their_total", "fast_bfloat16"]
 
 COMPUTES = ("float32", "bfloat16")
 # bfloat16 has 8 significant bits: every integer of magnitude <= 2**8 is exact,
@@ -72,6 +72,28 @@ def kernels_round_only_their_total():
                 tf.nn.conv2d(tf.reshape(ones, (1, 1, 1, 512)), tf.reshape(w, (1, 1, 512, 1)),
                              1, "VALID")[0, 0, 0, 0]]
         return all(float(total) == 300.0 for total in sums)
+
+
+# CPU flags (/proc/cpuinfo) of native bfloat16 dot products: x86 AVX512-BF16 and AMX,
+# ARMv8.6 BF16. Without them oneDNN converts bfloat16 to float32 and gains nothing.
+_BFLOAT16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
+
+
+@functools.cache
+def fast_bfloat16(cpuinfo="/proc/cpuinfo"):
+    """Whether this CPU has bfloat16 dot-product instructions (Linux; False where unknown).
+
+    >>> isinstance(kbnn.exact_product.fast_bfloat16(), bool)
+    True
+    """
+    try:
+        with open(cpuinfo) as lines:
+            for line in lines:
+                if line.split(":")[0].strip() in ("flags", "Features"):
+                    return bool(_BFLOAT16_FLAGS & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return False
 
 
 def check_compute(compute, owner="compute"):

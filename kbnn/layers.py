@@ -47,7 +47,8 @@ from kbnn import context, exact_product, quantizers
 __all__ = [
     "QuantDense", "QuantConv1D", "QuantConv2D", "QuantConv3D", "QuantDepthwiseConv2D",
     "QuantSeparableConv1D", "QuantSeparableConv2D", "QuantConv2DTranspose",
-    "QuantConv3DTranspose", "QuantizedKernel", "ChannelSlice", "set_compute",
+    "QuantConv3DTranspose", "QuantizedKernel", "ChannelSlice", "PRECISIONS",
+    "set_compute", "auto_compute",
 ]
 
 # One quantized kernel of a layer: the attribute holding its quantizer, the
@@ -428,6 +429,11 @@ class QuantConv3DTranspose(_QuantConvTranspose, keras.layers.Conv3DTranspose):
     """`keras.layers.Conv3DTranspose`, quantized; arguments as `QuantConv2DTranspose`'s."""
 
 
+# What `set_compute` (and kbnn.train's --precision) takes: a layer's `compute`, or
+# "auto", which picks one per layer (`auto_compute`).
+PRECISIONS = (*exact_product.COMPUTES, "auto")
+
+
 def set_compute(model, compute):
     """Set `compute` of every kbnn layer of `model` (nested models too); returns how many.
 
@@ -435,18 +441,51 @@ def set_compute(model, compute):
     >>> kbnn.layers.set_compute(model, "bfloat16")
     2
 
-    Set it before the model is compiled and trained: a traced training step
-    keeps the compute it was traced with.
+    `compute` is "float32", "bfloat16" or "auto": each layer gets
+    `auto_compute(layer)`, bfloat16 where it is measured faster (binary 2D
+    convolutions on a CPU with bfloat16 instructions), float32 elsewhere. The
+    results are bit-identical whichever it picks. Set it before the model is
+    compiled and trained: a traced training step keeps the compute it was
+    traced with.
     """
-    exact_product.check_compute(compute)
+    if compute not in PRECISIONS:
+        raise ValueError(f"Unknown compute {compute!r}; use one of: {', '.join(PRECISIONS)}.")
     count = 0
     for layer in model.layers:
         if isinstance(layer, _QuantizerMixin):
-            layer.compute = compute
+            layer.compute = auto_compute(layer) if compute == "auto" else compute
             count += 1
         elif hasattr(layer, "layers"):
             count += set_compute(layer, compute)
     return count
+
+
+def auto_compute(layer):
+    """The `compute` that `set_compute(model, "auto")` gives a kbnn layer.
+
+    >>> conv = kbnn.layers.QuantConv2D(96, 3, input_quantizer="ste_sign",
+    ...                                kernel_quantizer="ste_sign")
+    >>> kbnn.layers.auto_compute(conv) == ("bfloat16" if kbnn.exact_product.fast_bfloat16()
+    ...                                    else "float32")
+    True
+    >>> kbnn.layers.auto_compute(kbnn.layers.QuantDense(10, input_quantizer="ste_sign",
+    ...                                                 kernel_quantizer="ste_sign"))
+    'float32'
+
+    bfloat16 for a 2D convolution whose input and kernel are +-1 (its groups
+    hold up to 512 terms, `kbnn.exact_product.conv2d_groups`), where the CPU
+    computes bfloat16 products natively (`kbnn.exact_product.fast_bfloat16`):
+    there it took 0.74-0.90 of float32's time for a 14x14, 96-channel
+    convolution (benchmarks/memory.py times whole models). float32 for
+    everything else: a dense layer's chunked bfloat16 product cost more than it
+    saved (784-1024-10: 1.46x).
+    """
+    conv = (isinstance(layer, keras.layers.Conv2D) and layer.rank == 2 and layer.groups == 1
+            and layer.data_format == "channels_last")
+    if (conv and layer.sign_operands() and exact_product.fast_bfloat16()
+            and exact_product.kernels_round_only_their_total()):
+        return "bfloat16"
+    return "float32"
 
 
 @keras.saving.register_keras_serializable(package="kbnn")

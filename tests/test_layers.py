@@ -483,3 +483,35 @@ def test_set_compute_sets_every_kbnn_layer_of_nested_models():
     assert inner.layers[0].compute == outer.layers[-1].compute == "bfloat16"
     with pytest.raises(ValueError, match="Unknown compute 'half'"):
         kbnn.layers.set_compute(outer, "half")
+
+
+def test_auto_compute_picks_bfloat16_for_binary_convolutions_only(monkeypatch):
+    from kbnn import exact_product
+
+    monkeypatch.setattr(exact_product, "fast_bfloat16", lambda: True)
+    model = kbnn.zoo.bnn_cnn()
+    assert kbnn.layers.set_compute(model, "auto") == 8
+    computes = [(type(layer).__name__, layer.compute) for layer in model.layers
+                if hasattr(layer, "compute")]
+    # The first convolution sees the real-valued image; dense layers stay float32.
+    assert computes == [("QuantConv2D", "float32")] + [("QuantConv2D", "bfloat16")] * 5 \
+        + [("QuantDense", "float32")] * 2
+    zero_one = QuantConv2D(4, 3, input_quantizer="ste_heaviside", kernel_quantizer="ste_sign")
+    assert kbnn.layers.auto_compute(zero_one) == "float32"  # zeros: the 512-term groups fail
+    monkeypatch.setattr(exact_product, "fast_bfloat16", lambda: False)
+    kbnn.layers.set_compute(model, "auto")
+    assert {layer.compute for layer in model.layers if hasattr(layer, "compute")} == {"float32"}
+
+
+def test_fast_bfloat16_reads_the_cpu_flags(tmp_path):
+    from kbnn.exact_product import fast_bfloat16
+
+    for flags, expected in [("fpu avx512f avx512_bf16 avx512_vnni", True),
+                            ("fpu avx2 avx512f", False), ("amx_bf16 amx_tile", True)]:
+        cpuinfo = tmp_path / f"cpuinfo{expected}{len(flags)}"
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert fast_bfloat16(str(cpuinfo)) is expected
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")
+    assert fast_bfloat16(str(arm)) is True
+    assert fast_bfloat16(str(tmp_path / "missing")) is False

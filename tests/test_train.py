@@ -396,7 +396,7 @@ def test_steps_per_execution_and_precision_reach_the_model_and_the_record(
     assert [layer.compute for layer in model.layers if hasattr(layer, "compute")] == \
         ["bfloat16", "bfloat16"]
     assert train.Settings().steps_per_execution == 50
-    assert train.Settings().precision == "float32"
+    assert train.Settings().precision == "auto"
 
 
 @pytest.mark.parametrize("options, message", [

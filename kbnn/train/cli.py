@@ -17,7 +17,7 @@ import traceback
 
 from kbnn import zoo
 from kbnn.data import load_fashion_mnist
-from kbnn.exact_product import COMPUTES
+from kbnn.layers import PRECISIONS
 from kbnn.files import exit_on_sigterm
 from kbnn.train.fit import TrainingError
 from kbnn.train.run import check_output, default_out, train_and_save
@@ -88,8 +88,9 @@ def _parser():
     add("--steps-per-execution", type=int, default=defaults.steps_per_execution,
         help="training steps per call of the compiled step (callbacks and the progress "
         "bar see every Nth batch); 1 for Keras' default")
-    add("--precision", choices=COMPUTES, default=defaults.precision,
-        help="forward product of the binary x binary layers (bit-identical results)")
+    add("--precision", choices=PRECISIONS, default=defaults.precision,
+        help="forward product of the binary x binary layers (bit-identical results); "
+        "auto: bfloat16 for binary convolutions where the CPU has bfloat16 instructions")
     output = parser.add_argument_group("output").add_argument
     output("--out", help="output path without suffix "
            "(default: saved_models/<model name>, if no model is there yet)")

@@ -22,7 +22,7 @@ import math
 import numbers
 import os
 
-from kbnn.exact_product import COMPUTES
+from kbnn.layers import PRECISIONS
 from kbnn.train.fit import PRECISION, STEPS_PER_EXECUTION
 from kbnn.train.strategy import DISTRIBUTE_CHOICES
 
@@ -103,8 +103,8 @@ class Settings:
         yield ("steps_per_execution", _integer(self.steps_per_execution, 1),
                f"give a number of training steps per call >= 1 (default "
                f"{STEPS_PER_EXECUTION}; 1 calls back after every batch).")
-        yield ("precision", self.precision in COMPUTES,
-               f"use {' or '.join(COMPUTES)} (the forward product of binary x binary "
+        yield ("precision", self.precision in PRECISIONS,
+               f"use {', '.join(PRECISIONS)} (the forward product of binary x binary "
                f"layers; exact either way).")
         yield ("alpha", _real(self.alpha) and 0 <= self.alpha <= 1,
                "the weight of the distillation term is in [0, 1].")
