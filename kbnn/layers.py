@@ -475,8 +475,10 @@ def auto_compute(layer):
     bfloat16 for a 2D convolution whose input and kernel are +-1 (its groups
     hold up to 512 terms, `kbnn.exact_product.conv2d_groups`), where the CPU
     computes bfloat16 products natively (`kbnn.exact_product.fast_bfloat16`):
-    there it took 0.74-0.90 of float32's time for a 14x14, 96-channel
-    convolution (benchmarks/memory.py times whole models). float32 for
+    there a 14x14, 96-channel convolution took 0.74-0.90 of float32's time, and
+    training the released CNN took 0.87-0.91 of its float twin's CPU time
+    against 0.91-0.95 with float32 convolutions (one interleaved run; in
+    `benchmarks/vs_larq.py`'s fresh processes both were 0.94). float32 for
     everything else: a dense layer's chunked bfloat16 product cost more than it
     saved (784-1024-10: 1.46x).
     """

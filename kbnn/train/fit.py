@@ -35,9 +35,8 @@ __all__ = ["STEPS_PER_EXECUTION", "Fitted", "TrainingDiverged", "TrainingError",
 STEPS_PER_EXECUTION = 50
 # The forward product of the binary x binary layers (`kbnn.layers.set_compute`):
 # bit-identical to float32 either way, so the faster one is the default. "auto":
-# bfloat16 for binary convolutions on CPUs with bfloat16 instructions (the released
-# CNN: 0.87-0.91 of its float twin's CPU time against 0.91-0.95 in float32), float32
-# for dense layers (784-1024-10: bfloat16 was 1.46x slower).
+# bfloat16 for binary convolutions on CPUs with bfloat16 instructions, float32 for
+# dense layers (`kbnn.layers.auto_compute` has the measurements).
 PRECISION = "auto"
 
 Fitted = collections.namedtuple("Fitted", "model history seconds best_epoch training_memory_mb")
