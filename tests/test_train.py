@@ -433,5 +433,7 @@ def test_training_memory_is_what_fit_adds_to_the_process():
     memory = TrainingMemory()
     model.fit(np.zeros((40, 28, 28, 1), "float32"), np.zeros(40, "int32"), batch_size=10,
               callbacks=[Allocate(), memory], verbose=0)
-    assert 300 <= memory.training_mb < 1000
+    # The 300 MiB, less what the process frees during the fit (a few MiB: 297.4 once in
+    # CI), plus tracing the tiny model's step; not the process's whole RSS (> 700 MiB).
+    assert 280 <= memory.training_mb < 600
     assert memory.peak_mb == pytest.approx(memory.before_mb + memory.training_mb)
