@@ -515,3 +515,26 @@ def test_fast_bfloat16_reads_the_cpu_flags(tmp_path):
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")
     assert fast_bfloat16(str(arm)) is True
     assert fast_bfloat16(str(tmp_path / "missing")) is False
+
+
+def test_auto_trains_the_cnn_bit_identically_to_float32(monkeypatch):
+    # What kbnn.train does by default: bfloat16 convolutions (here of 576 terms: two
+    # groups), float32 elsewhere; every weight after the steps equals float32 training's.
+    from kbnn import exact_product
+    from kbnn.train.fit import compile_model
+
+    monkeypatch.setattr(exact_product, "fast_bfloat16", lambda: True)
+    data = np.random.default_rng(1)
+    x = data.random((32, 28, 28, 1), dtype=np.float32)
+    y = data.integers(0, 10, 32)
+    weights = {}
+    for compute in ("float32", "auto"):
+        keras.utils.set_random_seed(0)
+        model = kbnn.zoo.bnn_cnn(filters=(16, 64, 64), dense_units=32, dropout=0.0)
+        kbnn.layers.set_compute(model, compute)
+        compile_model(model, 1e-2, steps_per_execution=2)
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        weights[compute] = model.get_weights()
+    assert "bfloat16" in {layer.compute for layer in model.layers if hasattr(layer, "compute")}
+    for a, b in zip(weights["float32"], weights["auto"]):
+        np.testing.assert_array_equal(a, b)
