@@ -75,7 +75,8 @@ def kernels_round_only_their_total():
 
 
 # CPU flags (/proc/cpuinfo) of native bfloat16 dot products: x86 AVX512-BF16 and AMX,
-# ARMv8.6 BF16. Without them oneDNN converts bfloat16 to float32 and gains nothing.
+# ARMv8.6 BF16. Without them oneDNN has to convert bfloat16 to float32 (not measured
+# here: this machine has AVX512-BF16), so "auto" does not count on bfloat16 there.
 _BFLOAT16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
 
 

@@ -318,6 +318,10 @@ class QuantDense(_QuantizerMixin, _DenseProduct, keras.layers.Dense):
 class _QuantConv(_QuantizerMixin, _PadValuesMixin):
     """A convolution with quantized input and kernel(s), and `pad_values`."""
 
+    def _bfloat16_kernel(self):
+        # Where `compute="bfloat16"` has an exact kernel: `exact_product.conv2d`.
+        return self.rank == 2 and self.groups == 1 and self.data_format == "channels_last"
+
     def convolution_op(self, inputs, kernel):
         # The hook of Conv1D/2D/3D's call (depthwise and separable have none).
         if not self.integer_operands():
@@ -328,8 +332,7 @@ class _QuantConv(_QuantizerMixin, _PadValuesMixin):
             ops.conv, strides=list(self.strides), padding=self.padding,
             dilation_rate=self.dilation_rate, data_format=self.data_format)
         forward = None
-        if (self.compute == "bfloat16" and self.rank == 2 and self.groups == 1
-                and self.data_format == "channels_last"):
+        if self.compute == "bfloat16" and self._bfloat16_kernel():
             forward = functools.partial(
                 exact_product.conv2d, strides=self.strides, padding=self.padding.upper(),
                 dilations=self.dilation_rate, compute="bfloat16", signs=self.sign_operands())
@@ -482,8 +485,7 @@ def auto_compute(layer):
     everything else: a dense layer's chunked bfloat16 product cost more than it
     saved (784-1024-10: 1.46x).
     """
-    conv = (isinstance(layer, keras.layers.Conv2D) and layer.rank == 2 and layer.groups == 1
-            and layer.data_format == "channels_last")
+    conv = isinstance(layer, _QuantConv) and layer._bfloat16_kernel()
     if (conv and layer.sign_operands() and exact_product.fast_bfloat16()
             and exact_product.kernels_round_only_their_total()):
         return "bfloat16"
