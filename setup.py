@@ -18,6 +18,18 @@ KBNN_DELEGATE = Extension(
     optional=True,
 )
 
+# kbnn.quantizer_ops: TensorFlow ops for the sign quantizers' training step, written
+# against TensorFlow's C kernel API (declared in kbnn/csrc/tf_kernel_abi.h), so a C
+# compiler is all it needs too; loaded with tf.load_op_library. optional: without it the
+# quantizers run TensorFlow's own ops, with bit-identical results.
+KBNN_QUANTIZER_OPS = Extension(
+    "kbnn._quantizer_ops",
+    sources=["kbnn/csrc/quantizer_ops.c"],
+    depends=["kbnn/csrc/tf_kernel_abi.h"],
+    extra_compile_args=["-std=c11", "-O3", "-ffp-contract=off"],
+    optional=True,
+)
+
 setup(
     name="kbnn",
     version="0.1.0",
@@ -44,6 +56,6 @@ setup(
         "test": ["pytest", "ai-edge-litert", "setuptools", "wheel"],
         "export": ["ai-edge-litert"],
     },
-    ext_modules=[KBNN_DELEGATE],
+    ext_modules=[KBNN_DELEGATE, KBNN_QUANTIZER_OPS],
     license="Apache-2.0",
 )

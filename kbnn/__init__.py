@@ -13,7 +13,8 @@ Modules: `quantizers`, `layers`, `constraints`, `activations`, `math`, `context`
 `optimizers`, `callbacks`, `metrics`, `summary`, `data` (Fashion-MNIST), `zoo`
 (architectures and released weights), `distill` (knowledge distillation), `larq_files`
 (Larq's `.h5` model files load with `keras.models.load_model`), `exact_product` (binary
-layers' products: exact in bfloat16, held as int8 for the backward pass);
+layers' products: exact in bfloat16, held as int8 for the backward pass), `quantizer_ops`
+(the sign quantizers' training step in C, one pass each);
 `kbnn.export` (TFLite export) and `kbnn.runtime` (kbnn's LiteRT delegate), each imported
 on its own, and `python -m kbnn.train`.
 """
@@ -33,7 +34,7 @@ if _keras.backend.backend() != "tensorflow":
 
 from kbnn import (  # noqa: E402
     activations, callbacks, constraints, context, data, distill, exact_product, larq_files,
-    layers, math, metrics, optimizers, quantizers, zoo,
+    layers, math, metrics, optimizers, quantizer_ops, quantizers, zoo,
 )
 from kbnn.summary import ModelSummary, summary  # noqa: E402
 

@@ -8,7 +8,7 @@ import pytest
 
 import kbnn
 from kbnn import (activations, callbacks, constraints, context, distill, larq_config, layers,
-                  math, metrics, optimizers, quantizers, tables)
+                  math, metrics, optimizers, quantizer_ops, quantizers, tables)
 from kbnn.export import bits, graph, plan, verify
 from kbnn.train import multi_worker
 from kbnn.train import record as train_record
@@ -17,7 +17,7 @@ from kbnn.train import settings as train_settings
 
 @pytest.mark.parametrize("module", [
     kbnn, quantizers, constraints, layers, bits, kbnn.zoo, kbnn.zoo.fashion_mnist, kbnn.zoo.spec,
-    kbnn.zoo.weights, distill, optimizers,
+    kbnn.zoo.weights, distill, optimizers, quantizer_ops,
     importlib.import_module("kbnn.summary"), kbnn.export, plan, graph, verify, tables,
     larq_config, activations, math, context, callbacks, metrics, train_settings, train_record,
     multi_worker,

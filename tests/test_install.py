@@ -24,6 +24,7 @@ LOAD_EVERY_RELEASED_MODEL = textwrap.dedent("""
     site = pathlib.Path(sys.argv[1])
     assert pathlib.Path(kbnn.__file__).is_relative_to(site), kbnn.__file__
     assert zoo.models_dirs() == [site / "kbnn" / "zoo" / "saved_models"], zoo.models_dirs()
+    assert kbnn.quantizer_ops.available(), "the wheel has no quantizer ops"
     x = np.load(sys.argv[2])
     predictions = {}
     for name, config in zoo.list_models().items():
