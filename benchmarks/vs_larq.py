@@ -14,9 +14,11 @@ architecture (`kbnn.zoo.bnn_cnn`: filters 48-96-192, dense 256) against
 kbnn trains as `kbnn.train` does: `kbnn.train.fit.compile_model` (fused Adam,
 its steps per execution), `kbnn.data.load_fashion_mnist`'s pipeline and
 `--precision` (the forward product of the binary x binary layers, default
-kbnn.train's). Larq trains at its defaults: Keras 2's `fit` on NumPy arrays,
-Adam, float32. Every training runs in a fresh process; each round runs them
-all, in alternating order (this machine drifts), with seeds 0, 1, ...
+kbnn.train's), with `kbnn.quantizer_ops` where they are built
+(`--also-without-quantizer-ops` adds a row without them). Larq trains at its
+defaults: Keras 2's `fit` on NumPy arrays, Adam, float32. Every training runs
+in a fresh process; each round runs them all, in alternating order (this
+machine drifts), with seeds 0, 1, ...
 
 Per training: seconds per epoch (the mean of the epochs after the first,
 tracing one), wall-clock and the process's CPU seconds, test accuracy after
@@ -208,13 +210,15 @@ def report(model, runs, args, size):
                       for a, b in zip(runs[top], runs[bottom])]
             print(f"{label:<40} {summary[top][name] / summary[bottom][name]:5.2f}   rounds: "
                   + ", ".join(f"{r:.2f}" for r in rounds))
-    for row in runs:
-        if row.startswith("kbnn bnn ") and "kbnn float" in runs:  # another precision
+    for row in runs:  # another precision, or TensorFlow's quantizer ops
+        for top, bottom in ((row, "kbnn float"), ("kbnn bnn", row)):
+            if not (row.startswith("kbnn bnn ") and top in runs and bottom in runs):
+                continue
             for name, unit in (("steady", "s/epoch"), ("cpu", "CPU s/epoch")):
                 rounds = [measure(a, name) / measure(b, name)
-                          for a, b in zip(runs[row], runs["kbnn float"])]
-                print(f"{row + ' / kbnn float, ' + unit:<40} "
-                      f"{summary[row][name] / summary['kbnn float'][name]:5.2f}   rounds: "
+                          for a, b in zip(runs[top], runs[bottom])]
+                print(f"{top + ' / ' + bottom + ', ' + unit:<40} "
+                      f"{summary[top][name] / summary[bottom][name]:5.2f}   rounds: "
                       + ", ".join(f"{r:.2f}" for r in rounds))
     if "kbnn bnn" in runs and "larq bnn" in runs:
         print(f"{'kbnn BNN - Larq BNN, test accuracy':<40} "
@@ -247,6 +251,9 @@ def main():
     parser.add_argument("--larq-python", default=os.environ.get("KBNN_LARQ_PYTHON"),
                         help="a Python with larq and tf-keras (default: benchmarks/.venv-larq, "
                              "created on first use)")
+    parser.add_argument("--also-without-quantizer-ops", action="store_true",
+                        help="add a kbnn BNN row trained with TensorFlow's ops for the sign "
+                        "quantizers (KBNN_QUANTIZER_OPS=0), not kbnn.quantizer_ops")
     parser.add_argument("--no-larq", action="store_true", help="kbnn rows only")
     parser.add_argument("--json", help="also write every run's results to this file")
     args = parser.parse_args()
@@ -275,17 +282,20 @@ def main():
         runners["kbnn"] = (sys.executable, args.data_dir, env)
         for model in args.models:
             size = args.cnn_train_size if model == "cnn" else 60000
-            rows = [(impl, kind, args.precision, f"{impl} {kind}") for impl in runners
+            rows = [(impl, kind, args.precision, f"{impl} {kind}", {}) for impl in runners
                     for kind in ("bnn", "float") if not (impl == "larq" and model == "cnn")]
             if args.also_precision and args.also_precision != args.precision:
                 rows.append(("kbnn", "bnn", args.also_precision,
-                             f"kbnn bnn {args.also_precision}"))
-            runs = {row: [] for *_, row in rows}
+                             f"kbnn bnn {args.also_precision}", {}))
+            if args.also_without_quantizer_ops:
+                rows.append(("kbnn", "bnn", args.precision, "kbnn bnn tf-ops",
+                             {"KBNN_QUANTIZER_OPS": "0"}))
+            runs = {row[3]: [] for row in rows}
             for seed in range(args.rounds):
-                for impl, kind, precision, row in rows if seed % 2 == 0 else reversed(rows):
+                for impl, kind, precision, row, extra in rows if seed % 2 == 0 else rows[::-1]:
                     python, data, run_env = runners[impl]
                     runs[row].append(run(python, impl, kind, precision, model, data, args,
-                                         seed, size, run_env))
+                                         seed, size, {**run_env, **extra}))
             results[model] = {"runs": runs, "summary": report(model, runs, args, size)}
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=1) + "\n")

@@ -7,11 +7,12 @@ True
 >>> y.numpy(), keep.numpy()
 (array([-1.,  1.,  1.], dtype=float32), array([False,  True,  True]))
 
-While a model trains, `kbnn.quantizers.SteSign` (the deterministic binarizer of
-the zoo models) computes sign(x) and its straight-through mask with these ops
-instead of TensorFlow's: six passes over an activation (compare, select, abs,
-compare; cast and multiply backward) become two, and a latent kernel's sign one
-pass instead of two. Outputs are bit-identical to TensorFlow's ops, NaN and
+While a model trains, `kbnn.quantizers.SteSign` and `StochasticSign` (the two
+binarizers of the zoo models) compute their output and its straight-through mask
+with these ops instead of TensorFlow's: six passes over an activation (compare,
+select, abs, compare; cast and multiply backward) become two (ten become two for
+the stochastic sign, beside its random draw), and a latent kernel's sign one pass
+instead of two. Outputs are bit-identical to TensorFlow's ops, NaN and
 signed zeros included, so training gives the same weights with or without them.
 
 They are TensorFlow's C kernel API (`kbnn/csrc/quantizer_ops.c`), built with
@@ -32,7 +33,7 @@ import threading
 import tensorflow as tf
 
 __all__ = ["available", "library_path", "enabled", "disabled", "usable", "sign",
-           "sign_and_mask", "masked_gradient"]
+           "sign_and_mask", "stochastic_sign_and_mask", "masked_gradient"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ENV = "KBNN_QUANTIZER_OPS"
@@ -127,6 +128,19 @@ def sign_and_mask(x, clip_value):
     """
     return _ops().kbnn_sign_and_mask(tf.convert_to_tensor(x, tf.float32),
                                      clip_value=float(clip_value))
+
+
+def stochastic_sign_and_mask(x, noise, clip_value):
+    """(where(noise < hard_sigmoid(x), 1, -1), |x| <= clip_value): `stochastic_sign`'s
+    output for uniform `noise` of x's shape, and its straight-through mask.
+
+    >>> y, keep = kbnn.quantizer_ops.stochastic_sign_and_mask([0.0, 0.0], [0.25, 0.75], 1.0)
+    >>> y.numpy()
+    array([ 1., -1.], dtype=float32)
+    """
+    return _ops().kbnn_stochastic_sign_and_mask(tf.convert_to_tensor(x, tf.float32),
+                                                tf.convert_to_tensor(noise, tf.float32),
+                                                clip_value=float(clip_value))
 
 
 def masked_gradient(dy, keep):

@@ -144,6 +144,12 @@ def ste_sign(x, clip_value=1.0):
     return _ste_sign(tf.convert_to_tensor(x))
 
 
+def _uses_ops(x, clip_value):
+    """Whether a sign quantizer's training call on `x` runs `kbnn.quantizer_ops`."""
+    return (quantizer_ops.usable(x)
+            and (clip_value is None or isinstance(clip_value, numbers.Real)))
+
+
 def _ste_sign_with_ops(x, clip_value):
     """`ste_sign` computed with `kbnn.quantizer_ops`: the same values and gradient in
     fewer passes. For training calls only, so saved and exported graphs hold no kbnn op."""
@@ -183,6 +189,22 @@ def stochastic_sign(x, seed, clip_value=1.0):
         out = tf.where(noise < hard_sigmoid(x), tf.constant(1, x.dtype),
                        tf.constant(-1, x.dtype))
         return out, _straight_through(x, clip_value)
+
+    return _stochastic_sign(x)
+
+
+def _stochastic_sign_with_ops(x, seed, clip_value):
+    """`stochastic_sign` computed with `kbnn.quantizer_ops` (training calls only)."""
+    x = tf.convert_to_tensor(x)
+    noise = keras.random.uniform(tf.shape(x), dtype=x.dtype, seed=seed)
+
+    @tf.custom_gradient
+    def _stochastic_sign(x):
+        y, keep = quantizer_ops.stochastic_sign_and_mask(
+            x, noise, float("inf") if clip_value is None else clip_value)
+        if clip_value is None:
+            return y, lambda dy: dy
+        return y, lambda dy: quantizer_ops.masked_gradient(dy, keep)
 
     return _stochastic_sign(x)
 
@@ -439,8 +461,7 @@ class SteSign(_SignQuantizer):
     """
 
     def call(self, inputs, training=None):
-        if (training and quantizer_ops.usable(inputs)
-                and (self.clip_value is None or isinstance(self.clip_value, numbers.Real))):
+        if training and _uses_ops(inputs, self.clip_value):
             return _ste_sign_with_ops(inputs, self.clip_value)
         return ste_sign(inputs, clip_value=self.clip_value)
 
@@ -464,6 +485,8 @@ class StochasticSign(_SignQuantizer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=None):
+        if training and _uses_ops(inputs, self.clip_value):
+            return _stochastic_sign_with_ops(inputs, self.seed_generator, self.clip_value)
         if training:
             return stochastic_sign(
                 inputs, seed=self.seed_generator, clip_value=self.clip_value

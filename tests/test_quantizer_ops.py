@@ -63,6 +63,31 @@ def test_the_mask_holds_both_ends_of_the_clip_range():
     np.testing.assert_array_equal(keep, [True, True, False, False, False])
 
 
+@pytest.mark.parametrize("clip_value", [1.0, 0.5])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_stochastic_sign_and_mask_are_tensorflows(shape, clip_value):
+    x = values(shape, 7)
+    noise = np.random.default_rng(8).random(shape).astype("float32")
+    flat = noise.reshape(-1)
+    flat[: min(flat.size, 4)] = [0.0, 0.5, 0.99999994, 0.25][: flat.size]  # edges of U[0, 1)
+    y, keep = quantizer_ops.stochastic_sign_and_mask(x, noise, clip_value)
+    expected = tf.where(noise < kbnn.quantizers.hard_sigmoid(x), 1.0, -1.0)
+    np.testing.assert_array_equal(bits(y), bits(expected))
+    np.testing.assert_array_equal(keep, tf.abs(x) <= clip_value)
+
+
+def test_stochastic_sign_of_the_edges():
+    x = [-1.0, 1.0, 0.0, 0.0, np.nan, np.inf, -np.inf]
+    noise = [0.0, 0.99999994, 0.49999997, 0.5, 0.0, 0.99999994, 0.0]
+    y, _ = quantizer_ops.stochastic_sign_and_mask(x, noise, 1.0)
+    np.testing.assert_array_equal(y, [-1, 1, 1, -1, -1, 1, -1])
+
+
+def test_stochastic_sign_refuses_noise_of_another_shape():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same shape"):
+        quantizer_ops.stochastic_sign_and_mask(np.ones(4, "float32"), np.ones(5, "float32"), 1.0)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_masked_gradient_is_tensorflows(shape):
     dy = values(shape, 2)
@@ -83,8 +108,8 @@ def test_masked_gradient_refuses_another_shape():
         quantizer_ops.masked_gradient(np.ones((2, 3), "float32"), np.ones((3, 2), bool))
 
 
-def _sign_and_gradient(x, training):
-    quantizer = kbnn.quantizers.SteSign()
+def _sign_and_gradient(x, training, quantizer=None):
+    quantizer = quantizer or kbnn.quantizers.SteSign()
     with tf.GradientTape() as tape:
         tape.watch(x)
         y = quantizer(x, training=training)
@@ -97,6 +122,16 @@ def test_ste_sign_training_gives_tensorflows_values_and_gradients():
     with quantizer_ops.disabled():
         expected = _sign_and_gradient(x, True)
     for got, want in zip(_sign_and_gradient(x, True), expected):
+        np.testing.assert_array_equal(bits(got), bits(want))
+
+
+@pytest.mark.parametrize("clip_value", [1.0, None])
+def test_stochastic_sign_training_gives_tensorflows_values_and_gradients(clip_value):
+    x = tf.constant(values((64, 8), 9))
+    with quantizer_ops.disabled():
+        expected = _sign_and_gradient(x, True, kbnn.quantizers.StochasticSign(clip_value, 3))
+    got = _sign_and_gradient(x, True, kbnn.quantizers.StochasticSign(clip_value, 3))
+    for got, want in zip(got, expected):
         np.testing.assert_array_equal(bits(got), bits(want))
 
 
@@ -155,13 +190,15 @@ def data():
 
 
 @pytest.mark.parametrize("builder", [lambda: kbnn.zoo.bnn_mlp((32,)),
+                                     lambda: kbnn.zoo.bnn_mlp((32,), "stochastic", seed=0),
                                      lambda: kbnn.zoo.bnn_cnn((8, 8, 16), 16)],
-                         ids=["mlp", "cnn"])
+                         ids=["mlp", "stochastic-mlp", "cnn"])
 def test_training_with_the_ops_gives_the_same_weights(builder, data, monkeypatch):
     calls = []
-    original = quantizer_ops.sign_and_mask
-    monkeypatch.setattr(quantizer_ops, "sign_and_mask",
-                        lambda *args: calls.append(1) or original(*args))
+    for name in ("sign_and_mask", "stochastic_sign_and_mask"):
+        original = getattr(quantizer_ops, name)
+        monkeypatch.setattr(quantizer_ops, name,
+                            lambda *args, original=original: calls.append(1) or original(*args))
     with_ops = _train(builder, data, steps_per_execution=2)
     assert calls, "the training step did not use kbnn's ops"
     with quantizer_ops.disabled():

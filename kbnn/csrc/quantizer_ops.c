@@ -7,6 +7,8 @@
  *
  *   KbnnSign(x)                  y = x >= 0 ? 1 : -1           (NaN: -1)
  *   KbnnSignAndMask(x, clip)     y as above, keep = |x| <= clip (NaN: false)
+ *   KbnnStochasticSignAndMask(x, noise, clip)
+ *                                y = noise < hard_sigmoid(x) ? 1 : -1, keep as above
  *   KbnnMaskedGradient(dy, keep) dx = dy * (float)keep          (dy * 0 where not kept)
  *
  * Outputs are bit-identical to the TensorFlow ops they replace (kbnn.quantizers
@@ -35,6 +37,19 @@ static void sign_and_mask_kernel(const float *x, float clip, float *y, uint8_t *
     float v = x[i];
     y[i] = v >= 0.0f ? 1.0f : -1.0f;
     keep[i] = (v < 0.0f ? -v : v) <= clip; /* |v| <= clip; false for NaN */
+  }
+}
+
+/* hard_sigmoid as TensorFlow computes it, maximum(minimum((x + 1) / 2, 1), 0) (NaN stays
+ * NaN), then +1 where noise < it. */
+static void stochastic_sign_and_mask_kernel(const float *x, const float *noise, float clip,
+                                            float *y, uint8_t *keep, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float v = x[i], p = (v + 1.0f) / 2.0f;
+    p = 1.0f < p ? 1.0f : p;
+    p = p < 0.0f ? 0.0f : p;
+    y[i] = noise[i] < p ? 1.0f : -1.0f;
+    keep[i] = (v < 0.0f ? -v : v) <= clip;
   }
 }
 
@@ -69,6 +84,13 @@ static TF_Tensor *input(TF_OpKernelContext *ctx, int i, int64_t *dims, int *rank
   return tensor;
 }
 
+static int same_shape(const int64_t *a, int rank_a, const int64_t *b, int rank_b) {
+  if (rank_a != rank_b) return 0;
+  for (int d = 0; d < rank_a; d++)
+    if (a[d] != b[d]) return 0;
+  return 1;
+}
+
 static TF_Tensor *output(TF_OpKernelContext *ctx, int i, TF_DataType dtype, size_t itemsize,
                          const int64_t *dims, int rank, int64_t n, TF_Status *status) {
   TF_Tensor *tensor = TF_AllocateOutput(ctx, i, dtype, dims, rank, (size_t)n * itemsize,
@@ -88,6 +110,12 @@ static void *no_state(TF_OpKernelConstruction *ctx) {
 static void *clip_state(TF_OpKernelConstruction *ctx) {
   float *clip = malloc(sizeof *clip);
   TF_Status *status = TF_NewStatus();
+  if (!clip) {
+    TF_SetStatus(status, TF_INVALID_ARGUMENT, "kbnn quantizer op: out of memory");
+    TF_OpKernelConstruction_Failure(ctx, status);
+    TF_DeleteStatus(status);
+    return NULL;
+  }
   TF_OpKernelConstruction_GetAttrFloat(ctx, "clip_value", clip, status);
   if (TF_GetCode(status) != TF_OK) TF_OpKernelConstruction_Failure(ctx, status);
   TF_DeleteStatus(status);
@@ -114,22 +142,39 @@ static void sign_compute(void *state, TF_OpKernelContext *ctx) {
   TF_DeleteStatus(status);
 }
 
-static void sign_and_mask_compute(void *state, TF_OpKernelContext *ctx) {
+/* Input 0 (x), and input 1 (uniform noise) when `stochastic`, to (sign, keep). */
+static void binarize_and_mask(void *state, TF_OpKernelContext *ctx, int stochastic) {
   TF_Status *status = TF_NewStatus();
-  int64_t dims[KBNN_MAX_DIMS];
-  int rank;
+  int64_t dims[KBNN_MAX_DIMS], noise_dims[KBNN_MAX_DIMS];
+  int rank, noise_rank;
   TF_Tensor *x = input(ctx, 0, dims, &rank, status);
-  if (x) {
+  TF_Tensor *noise = x && stochastic ? input(ctx, 1, noise_dims, &noise_rank, status) : NULL;
+  if (x && stochastic && noise && !same_shape(dims, rank, noise_dims, noise_rank)) {
+    fail(ctx, status, "KbnnStochasticSignAndMask: x and noise must have the same shape");
+  } else if (x && (noise || !stochastic)) {
     int64_t n = TF_TensorElementCount(x);
+    float clip = *(float *)state;
     TF_Tensor *y = output(ctx, 0, TF_FLOAT, sizeof(float), dims, rank, n, status);
     TF_Tensor *keep = y ? output(ctx, 1, TF_BOOL, 1, dims, rank, n, status) : NULL;
-    if (keep) sign_and_mask_kernel(TF_TensorData(x), *(float *)state, TF_TensorData(y),
-                                   TF_TensorData(keep), n);
+    if (keep && stochastic)
+      stochastic_sign_and_mask_kernel(TF_TensorData(x), TF_TensorData(noise), clip,
+                                      TF_TensorData(y), TF_TensorData(keep), n);
+    else if (keep)
+      sign_and_mask_kernel(TF_TensorData(x), clip, TF_TensorData(y), TF_TensorData(keep), n);
     if (keep) TF_DeleteTensor(keep);
     if (y) TF_DeleteTensor(y);
-    TF_DeleteTensor(x);
   }
+  if (noise) TF_DeleteTensor(noise);
+  if (x) TF_DeleteTensor(x);
   TF_DeleteStatus(status);
+}
+
+static void sign_and_mask_compute(void *state, TF_OpKernelContext *ctx) {
+  binarize_and_mask(state, ctx, 0);
+}
+
+static void stochastic_sign_and_mask_compute(void *state, TF_OpKernelContext *ctx) {
+  binarize_and_mask(state, ctx, 1);
 }
 
 static void masked_gradient_compute(void *state, TF_OpKernelContext *ctx) {
@@ -140,9 +185,7 @@ static void masked_gradient_compute(void *state, TF_OpKernelContext *ctx) {
   TF_Tensor *dy = input(ctx, 0, dims, &rank, status);
   TF_Tensor *keep = dy ? input(ctx, 1, keep_dims, &keep_rank, status) : NULL;
   if (keep) {
-    int same = rank == keep_rank;
-    for (int d = 0; same && d < rank; d++) same = dims[d] == keep_dims[d];
-    if (!same) {
+    if (!same_shape(dims, rank, keep_dims, keep_rank)) {
       fail(ctx, status, "KbnnMaskedGradient: dy and keep must have the same shape");
     } else {
       int64_t n = TF_TensorElementCount(dy);
@@ -199,11 +242,14 @@ __attribute__((constructor)) static void register_ops(void) {
   static const char *const x[] = {"x: float", NULL}, *const y[] = {"y: float", NULL},
                            *const y_keep[] = {"y: float", "keep: bool", NULL},
                            *const dy_keep[] = {"dy: float", "keep: bool", NULL},
+                           *const x_noise[] = {"x: float", "noise: float", NULL},
                            *const dx[] = {"dx: float", NULL};
   TF_Status *status = TF_NewStatus();
   define("KbnnSign", x, y, NULL, one_output_shape, no_state, sign_compute, status);
   define("KbnnSignAndMask", x, y_keep, "clip_value: float", two_output_shapes, clip_state,
          sign_and_mask_compute, status);
+  define("KbnnStochasticSignAndMask", x_noise, y_keep, "clip_value: float", two_output_shapes,
+         clip_state, stochastic_sign_and_mask_compute, status);
   define("KbnnMaskedGradient", dy_keep, dx, NULL, one_output_shape, no_state,
          masked_gradient_compute, status);
   TF_DeleteStatus(status);
