@@ -29,6 +29,7 @@ import functools
 import glob
 import os
 import threading
+import warnings
 
 import tensorflow as tf
 
@@ -51,7 +52,13 @@ def _library():
     path = library_path()
     if path is None:
         return None
-    return tf.load_op_library(path)
+    try:
+        return tf.load_op_library(path)
+    except (tf.errors.OpError, OSError) as error:  # e.g. built against another TensorFlow
+        warnings.warn(f"kbnn's quantizer ops ({path}) do not load into this TensorFlow "
+                      f"({error}); training uses TensorFlow's own ops, with the same results. "
+                      f"Rebuild them with `pip install -e .` to train faster.", stacklevel=3)
+        return None
 
 
 def available():
@@ -105,10 +112,10 @@ def _ops():
     library = _library()
     if library is None:
         raise RuntimeError(
-            "kbnn's quantizer ops are not built (no _quantizer_ops*.so next to "
-            f"{__file__}). Build them with a C compiler: `pip install -e .` from the kbnn "
-            "checkout (or `python setup.py build_ext --inplace`). kbnn's quantizers run "
-            "TensorFlow's own ops without them.")
+            "kbnn's quantizer ops are not available: no _quantizer_ops*.so next to "
+            f"{__file__}, or it did not load (a warning said why). Build them with a C "
+            "compiler: `pip install -e .` from the kbnn checkout (or `python setup.py "
+            "build_ext --inplace`). kbnn's quantizers run TensorFlow's own ops without them.")
     return library
 
 

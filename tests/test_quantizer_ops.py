@@ -34,6 +34,22 @@ def test_the_library_is_built_and_loads():
     assert quantizer_ops.available() and quantizer_ops.enabled()
 
 
+def test_a_library_that_does_not_load_warns_and_trains_with_tensorflows_ops(
+        tmp_path, monkeypatch):
+    broken = tmp_path / "_quantizer_ops.so"
+    broken.write_bytes(b"not a shared library")
+    monkeypatch.setattr(quantizer_ops, "library_path", lambda: str(broken))
+    quantizer_ops._library.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="do not load into this TensorFlow"):
+            assert not quantizer_ops.available()
+        assert not quantizer_ops.enabled()
+        with pytest.raises(RuntimeError, match="pip install -e"):
+            quantizer_ops.sign([1.0])
+    finally:
+        quantizer_ops._library.cache_clear()
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_sign_is_tensorflows_sign(shape):
     x = values(shape, 0)

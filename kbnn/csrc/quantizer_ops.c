@@ -3,7 +3,8 @@
  * TensorFlow builds sign(x) with sign(0) = +1 from two ops (x >= 0, then a select
  * of broadcast scalars), the straight-through mask |x| <= clip from two more, and
  * applies the mask as a cast and a multiply: six passes over an activation, each
- * with its own output buffer. These ops do the same arithmetic in one pass:
+ * with its own output buffer (ten for the stochastic sign, whose hard sigmoid is
+ * four). These ops do the same arithmetic, forward in one pass and backward in one:
  *
  *   KbnnSign(x)                  y = x >= 0 ? 1 : -1           (NaN: -1)
  *   KbnnSignAndMask(x, clip)     y as above, keep = |x| <= clip (NaN: false)
